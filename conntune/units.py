@@ -1,0 +1,101 @@
+"""Parsing of human-written rates and sizes (no pyinfra, no host access)."""
+
+from __future__ import annotations
+
+import re
+
+# tc(8) units: decimal SI for bit rates, IEC with "i" (TC "Rates" section); "bps" means BYTES/s.
+_RATE_UNITS = {
+    "bit": 1,
+    "kbit": 10**3,
+    "mbit": 10**6,
+    "gbit": 10**9,
+    "tbit": 10**12,
+    "kibit": 2**10,
+    "mibit": 2**20,
+    "gibit": 2**30,
+    "tibit": 2**40,
+    "bps": 8,
+    "kbps": 8 * 10**3,
+    "mbps": 8 * 10**6,
+    "gbps": 8 * 10**9,
+}
+
+# Above the fastest Ethernet in service; anything larger is a typo (10tbit), not a link.
+MAX_RATE_BIT = 800 * 10**9
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+
+
+def parse_rate_bit(value: object) -> int:
+    """
+    A rate as tc spells it (``1000mbit``, ``1gbit``, ``2.5gbit``, ``100mibit``) in bit/s.
+    A bare number means Mbit/s. Raises ``ValueError`` with the reason.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a rate")
+    if isinstance(value, int | float):
+        number, unit = float(value), "mbit"
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a rate (expected e.g. 1000mbit or 1gbit)")
+        number, unit = float(match.group(1)), (match.group(2).lower() or "mbit")
+    else:
+        raise ValueError(f"{value!r} is not a rate")
+    if unit not in _RATE_UNITS:
+        raise ValueError(f"unknown rate unit {unit!r} (use bit, kbit, mbit, gbit)")
+    bits = round(number * _RATE_UNITS[unit])
+    if bits <= 0:
+        raise ValueError(f"{value!r}: a rate must be above zero")
+    if bits > MAX_RATE_BIT:
+        raise ValueError(f"{value!r} is above {MAX_RATE_BIT // 10**9} gbit: not a real link")
+    return bits
+
+
+def parse_size_bytes(value: object) -> int:
+    """A memory size (``65786680000``, ``64G``, ``64GiB``) in bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = float(value), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a size")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unknown size unit {unit!r}")
+    size = round(number * _SIZE_UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"{value!r}: a size must be above zero")
+    return size
+
+
+def format_rate(bits: int) -> str:
+    """The shortest exact tc spelling of a bit rate: 1000000000 -> ``1gbit``."""
+    for unit in ("tbit", "gbit", "mbit", "kbit"):
+        scale = _RATE_UNITS[unit]
+        if bits % scale == 0:
+            return f"{bits // scale}{unit}"
+    return f"{bits}bit"
+
+
+def format_bytes(size: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"

@@ -1,0 +1,65 @@
+"""
+The conntune deploy: read the host once, plan, converge.
+
+.. code:: python
+
+    from deploys.conntune import tune
+    tune()
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+
+from conntune.changes import file_changes
+from conntune.policy import plan
+from conntune.pyinfra_api import deploy, read_host
+from conntune.settings import InvalidSettings, settings_from_data
+from operations import conntune as ops
+
+
+@deploy("conntune")
+def tune() -> None:
+    """Tune this host's conntrack table, timeouts and CAKE qdisc as its host data asks."""
+    facts = read_host(host)
+    for what in facts.unreadable:
+        logger.warning(f"{host.print_prefix}conntune could not read: {what}")
+    try:
+        desired = plan(facts, settings_from_data(host.data.dict()))
+    except InvalidSettings as refused:
+        errors = [str(error) for error in refused.errors]
+        for error in errors:
+            logger.error(f"{host.print_prefix}conntune: {error}")
+        ops.refuse(name="Refuse invalid settings (nothing changed)", errors=errors)
+        return
+    for warning in desired.warnings:
+        logger.warning(f"{host.print_prefix}conntune: {warning}")
+    for reason in desired.reasons:
+        logger.info(f"{host.print_prefix}conntune: {reason}")
+
+    ops.conntrack_live(
+        name="Set live conntrack values",
+        sysctls=desired.sysctls,
+        buckets=desired.buckets,
+        load_module=desired.load_conntrack,
+    )
+    files = ops.owned_files(name="Write conntune files", files=desired.files)
+    if desired.cake is not None:
+        ops.cake_qdisc(
+            name="Set the CAKE qdisc",
+            interface=desired.cake.interface,
+            bandwidth_bit=desired.cake.bandwidth_bit,
+            diffserv=desired.cake.diffserv,
+        )
+    # Live values are applied directly above: since firewalld 1.0 a restart no longer reloads
+    # nf_conntrack (CleanupModulesOnExit=no), so it is needed only to re-read changed files.
+    if desired.firewalld_active and (
+        desired.firewalld_restart == "always"
+        or (desired.firewalld_restart == "on-change" and file_changes(facts, desired.files))
+    ):
+        ops.firewalld_restart(
+            name="Restart firewalld and verify",
+            sysctls=desired.sysctls,
+            buckets=desired.buckets,
+            _if=None if desired.firewalld_restart == "always" else files.did_change,
+        )
