@@ -1,0 +1,190 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conntune import paths, profiles, sizing
+from conntune.changes import drift
+from conntune.hostfacts import Interface
+from conntune.policy import plan
+from conntune.settings import InvalidSettings, settings_from_data
+from tests.factories import GIB, converged, kernel_sysctls, make_facts
+
+
+def planned(facts=None, **data):
+    return plan(facts or make_facts(), settings_from_data(data))
+
+
+def refused(facts=None, **data):
+    with pytest.raises(InvalidSettings) as info:
+        planned(facts, **data)
+    return {error.setting: error.message for error in info.value.errors}
+
+
+def test_blog_host_sizing():
+    # 64 GB: 65786680000 / 16384 / 2 = 2007650.1 -> 2097152 (the blog's number)
+    desired = planned(make_facts(mem_bytes=65786680000))
+    assert desired.conntrack_max == 2097152
+    assert desired.buckets == 2097152  # the kernel's own ratio since 5.15, not the blog's /16
+
+
+def test_hashsize_ratio_4_reproduces_the_blog_rule():
+    desired = planned(make_facts(mem_bytes=65786680000), conntrack_hashsize_ratio=4)
+    assert desired.buckets == 524288
+
+
+def test_ratio_above_4_is_refused_with_the_reason():
+    assert "chain" in refused(conntrack_hashsize_ratio=16)["conntrack_hashsize_ratio"]
+
+
+def test_live_value_above_plan_is_kept_unless_shrink_allowed():
+    facts = make_facts(sysctls=kernel_sysctls(conntrack_max=1048576))
+    assert planned(facts).conntrack_max == 1048576
+    assert planned(facts, conntrack_allow_shrink=True).conntrack_max == 65536
+
+
+def test_conntrack_max_below_live_count_is_refused():
+    facts = make_facts(sysctls=kernel_sysctls(conntrack_max=65536, count=50000))
+    assert "below the 50000" in refused(facts, conntrack_max=40000, conntrack_allow_shrink=True)[
+        "conntrack_max"
+    ]
+
+
+def test_memory_budget():
+    errors = refused(conntrack_max=8 * 1024 * 1024)
+    assert "conntrack_max_memory_percent" in errors["conntrack_max"]
+    facts = make_facts(mem_bytes=64 * GIB)
+    desired = planned(facts, conntrack_max=8 * 1024 * 1024, conntrack_max_memory_percent=10)
+    assert desired.memory_worst_case_bytes == 8 * 1024 * 1024 * (320 + 128) + desired.buckets * 8
+
+
+def test_buckets_are_rounded_to_the_kernel_allocation_unit():
+    assert planned(conntrack_max=100000).buckets == 100352  # next multiple of 512
+
+
+def test_container_skips_sizing_but_keeps_timeouts():
+    facts = make_facts(sizing_writable=False, buckets_writable=False, cake_available=False)
+    desired = planned(facts)
+    assert desired.conntrack_max is None and desired.buckets is None
+    assert desired.timeouts == profiles.SERVER
+    assert any("read-only" in w for w in desired.warnings)
+    assert any("sch_cake" in w for w in desired.warnings)
+    assert desired.files[paths.MODPROBE_FILE] is None
+    assert desired.files[paths.MODULES_LOAD_FILE] is None
+    assert "nf_conntrack_max" not in desired.files[paths.SYSCTL_FILE]
+
+
+def test_profiles():
+    assert planned(conntrack_timeout_profile="routeros").timeouts == profiles.ROUTEROS
+    assert planned(conntrack_timeout_profile="kernel").timeouts == {}
+    server = planned().timeouts
+    assert server[f"{profiles.P}tcp_timeout_syn_sent"] == 120
+    assert server[f"{profiles.P}tcp_timeout_close_wait"] == 3600
+    override = planned(conntrack_timeouts={"udp_timeout": 25}).timeouts
+    assert override[f"{profiles.P}udp_timeout"] == 25
+
+
+def test_timeout_missing_on_kernel_is_skipped_with_warning():
+    sysctls = kernel_sysctls()
+    del sysctls[f"{profiles.P}icmpv6_timeout"]
+    desired = planned(make_facts(sysctls=sysctls))
+    assert f"{profiles.P}icmpv6_timeout" not in desired.timeouts
+    assert any("icmpv6" in w for w in desired.warnings)
+
+
+def test_cake_defaults_to_link_speed():
+    cake = planned().cake
+    assert (cake.interface, cake.bandwidth_bit, cake.diffserv) == ("eth0", 10**9, "besteffort")
+    assert cake.bandwidth_bytes == 125_000_000  # what tc -j reports
+
+
+def test_cake_rate_above_link_speed_warns():
+    desired = planned(cake_bandwidth="1024mbit")
+    assert desired.cake.bandwidth_bit == 1_024_000_000
+    assert any("above the link speed" in w for w in desired.warnings)
+
+
+def test_unknown_link_speed_asks_for_bandwidth():
+    facts = make_facts(interfaces={"eth0": Interface("eth0", None, "up", True)})
+    assert "set cake_bandwidth" in refused(facts)["cake_bandwidth"]
+    assert planned(facts, cake_bandwidth="100mbit").cake.bandwidth_bit == 10**8
+
+
+def test_cake_interface_must_exist_and_have_carrier():
+    assert "does not exist" in refused(cake_interface="eth9")["cake_interface"]
+    facts = make_facts(interfaces={"eth0": Interface("eth0", 1000, "down", False)})
+    assert "no carrier" in refused(facts)["cake"]
+
+
+def test_no_cake_module_skips_cake():
+    desired = planned(make_facts(cake_available=False))
+    assert desired.cake is None and desired.files[paths.CAKE_UNIT_FILE] is None
+
+
+def test_missing_tc_is_refused():
+    assert "tc" in refused(make_facts(tc_path=None))["cake"]
+
+
+def test_foreign_hashsize_option_is_reported_not_duplicated():
+    from facts.parse import ConfLine
+
+    line = ConfLine("/etc/modprobe.d/firewalld-sysctls.conf", 3, "options nf_conntrack hashsize=131072")
+    desired = planned(make_facts(modprobe_options=[line]))
+    assert desired.files[paths.MODPROBE_FILE] is None
+    assert any("firewalld-sysctls.conf:3" in w for w in desired.warnings)
+
+
+def test_other_sysctl_files_are_reported():
+    from facts.parse import ConfLine
+
+    line = ConfLine("/etc/sysctl.d/99-zz.conf", 1, "net.netfilter.nf_conntrack_max = 1")
+    assert any("99-zz.conf:1" in w for w in planned(make_facts(sysctl_file_lines=[line])).warnings)
+
+
+def test_persisted_files_load_the_module_before_sysctl():
+    desired = planned()
+    assert desired.files[paths.MODULES_LOAD_FILE].splitlines()[-1] == "nf_conntrack"
+    assert f"hashsize={desired.buckets}" in desired.files[paths.MODPROBE_FILE]
+    sysctl_lines = desired.files[paths.SYSCTL_FILE].splitlines()[1:]
+    assert sysctl_lines[0].startswith("net.netfilter.nf_conntrack_buckets")
+    assert sysctl_lines[1].startswith("net.netfilter.nf_conntrack_max")
+    unit = desired.files[paths.CAKE_UNIT_FILE]
+    assert "BindsTo=sys-subsystem-net-devices-eth0.device" in unit
+    assert "ExecStart=/usr/sbin/tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort" in unit
+
+
+def test_original_values_are_recorded_once():
+    desired = planned()
+    original = desired.files[paths.ORIGINAL_FILE]
+    assert "net.netfilter.nf_conntrack_max = 65536" in original
+    assert "qdisc.eth0 = fq_codel" in original
+    facts = make_facts(owned_files={**make_facts().owned_files, paths.ORIGINAL_FILE: original})
+    assert paths.ORIGINAL_FILE not in planned(facts).files
+
+
+def test_a_converged_host_has_no_drift():
+    facts = make_facts()
+    desired = planned(facts)
+    assert drift(facts, desired)
+    after = converged(facts, desired)
+    assert drift(after, planned(after)) == []
+
+
+@given(
+    mem=st.integers(min_value=256 * 2**20, max_value=4096 * GIB),
+    ratio=st.sampled_from([1, 2, 3, 4, 1.5]),
+    live=st.integers(min_value=1024, max_value=8 * 2**20),
+)
+def test_sizing_properties(mem, ratio, live):
+    facts = make_facts(mem_bytes=mem, sysctls=kernel_sysctls(conntrack_max=live, count=0))
+    data = {"conntrack_hashsize_ratio": ratio, "conntrack_max_memory_percent": 50}
+    try:
+        desired = planned(facts, **data)
+    except InvalidSettings as error:  # a live table too big for a tiny host's budget
+        assert "conntrack_max" in str(error)
+        return
+    rule = sizing.default_conntrack_max(mem)
+    assert rule & (rule - 1) == 0 and rule * 32768 >= mem  # power of two, at least RAM/32768
+    assert desired.conntrack_max == max(rule, live)  # never shrinks
+    assert desired.buckets % sizing.BUCKET_ROUNDING == 0
+    assert desired.conntrack_max / desired.buckets <= 4
+    assert desired.buckets >= desired.conntrack_max / ratio
