@@ -31,14 +31,14 @@ class Change:
         return f"{self.name}: {old} → {new}"
 
 
-def live_changes(
-    facts: HostFacts, sysctls: dict[str, int], buckets: int | None
-) -> list[Change]:
+def live_changes(facts: HostFacts, sysctls: dict[str, int], buckets: int | None) -> list[Change]:
     """Live conntrack values that differ from the plan, in the order they must be written."""
     changes = []
     if buckets is not None and facts.buckets != buckets:
         old = facts.buckets
-        changes.append(Change("nf_conntrack hashsize", None if old is None else str(old), str(buckets)))
+        changes.append(
+            Change("nf_conntrack hashsize", None if old is None else str(old), str(buckets))
+        )
     for key, value in sysctls.items():
         old_value = facts.sysctls.get(key)
         if old_value != str(value):

@@ -69,10 +69,20 @@ def main() -> None:
 @click.option("--mem", help="RAM of the host (bytes, or 64G / 64GiB). Default: this machine.")
 @click.option("--cpus", type=click.IntRange(min=1), help="CPU count of the host.")
 @click.option("--link-speed", type=click.IntRange(min=1), help="NIC speed in Mbit/s.")
-@click.option("--profile", default=profiles.DEFAULT_PROFILE, show_default=True,
-              type=click.Choice(list(profiles.PROFILES)), help="Timeout profile.")
-@click.option("--hashsize-ratio", type=float, default=1, show_default=True,
-              help="Entries per bucket when full (1..4).")
+@click.option(
+    "--profile",
+    default=profiles.DEFAULT_PROFILE,
+    show_default=True,
+    type=click.Choice(list(profiles.PROFILES)),
+    help="Timeout profile.",
+)
+@click.option(
+    "--hashsize-ratio",
+    type=float,
+    default=1,
+    show_default=True,
+    help="Entries per bucket when full (1..4).",
+)
 @click.option("--max", "conntrack_max", type=int, help="nf_conntrack_max instead of the RAM rule.")
 @click.option("--bandwidth", help="CAKE rate (e.g. 1gbit). Default: the link speed.")
 @click.option("--diffserv", default="besteffort", show_default=True, help="CAKE diffserv mode.")
@@ -96,7 +106,9 @@ def plan_command(
         if cpus:
             facts.cpus = cpus
         if link_speed and facts.default_iface:
-            facts.interfaces[facts.default_iface] = Interface(facts.default_iface, link_speed, "up", True)
+            facts.interfaces[facts.default_iface] = Interface(
+                facts.default_iface, link_speed, "up", True
+            )
     else:
         try:
             facts = hypothetical(parse_size_bytes(mem), cpus, link_speed)
@@ -104,7 +116,9 @@ def plan_command(
             raise click.BadParameter(str(error), param_hint="--mem") from None
     data: dict[str, object] = {
         "conntrack_timeout_profile": profile,
-        "conntrack_hashsize_ratio": int(hashsize_ratio) if hashsize_ratio.is_integer() else hashsize_ratio,
+        "conntrack_hashsize_ratio": int(hashsize_ratio)
+        if hashsize_ratio.is_integer()
+        else hashsize_ratio,
         "cake_diffserv": diffserv,
         "cake": not no_cake,
     }
@@ -115,7 +129,9 @@ def plan_command(
     notes = []
     if not no_cake and bandwidth is None and facts.link_speed_mbit(facts.default_iface) is None:
         data["cake"] = False
-        notes.append("CAKE not planned: the link speed is unknown (pass --link-speed or --bandwidth)")
+        notes.append(
+            "CAKE not planned: the link speed is unknown (pass --link-speed or --bandwidth)"
+        )
     try:
         desired = plan(facts, settings_from_data(data))
     except InvalidSettings as refused:
@@ -134,16 +150,19 @@ def plan_command(
 def _explain(facts: HostFacts, desired: Plan) -> str:
     lines = [f"host: {format_bytes(facts.mem_bytes or 0)} RAM, {facts.cpus or '?'} CPUs", ""]
     if desired.conntrack_max is not None:
+        memory = format_bytes(desired.memory_worst_case_bytes or 0)
         lines += [
             f"  net.netfilter.nf_conntrack_max     = {desired.conntrack_max}",
             f"  hashsize (nf_conntrack_buckets)    = {desired.buckets}",
-            f"  memory when the table is full      = {format_bytes(desired.memory_worst_case_bytes or 0)}",
+            f"  memory when the table is full      = {memory}",
         ]
     for key, value in desired.timeouts.items():
         default = profiles.LINUX_DEFAULTS.get(key)
         lines.append(f"  {key:<52} = {value:>6}   (Linux default {default})")
     if desired.cake:
-        lines.append(f"  CAKE on {desired.cake.interface}: {desired.cake.rate} {desired.cake.diffserv}")
+        lines.append(
+            f"  CAKE on {desired.cake.interface}: {desired.cake.rate} {desired.cake.diffserv}"
+        )
     lines += ["", "why:"] + [f"  - {reason}" for reason in desired.reasons]
     if desired.warnings:
         lines += ["", "warnings:"] + [f"  - {warning}" for warning in desired.warnings]
@@ -163,5 +182,3 @@ def profiles_command(as_json: bool) -> None:
         row = "".join(f"{profiles.PROFILES[n].get(key, '-')!s:>12}" for n in names)
         click.echo(f"{profiles.short_name(key):<32}{default:>8}{row}")
     click.echo("\n'kernel' sets nothing; '-' leaves the value as it is.")
-
-

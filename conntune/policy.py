@@ -125,7 +125,9 @@ def _plan_sizing(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingE
             )
     elif facts.mem_bytes is None:
         errors.append(
-            SettingError("conntrack_max", "MemTotal could not be read: set conntrack_max explicitly")
+            SettingError(
+                "conntrack_max", "MemTotal could not be read: set conntrack_max explicitly"
+            )
         )
         return
     else:
@@ -197,9 +199,11 @@ def _plan_timeouts(facts: HostFacts, s: Settings, out: Plan) -> None:
         return
     out.timeouts = wanted
     if wanted:
-        overrides = f", {len(s.conntrack_timeouts)} set by conntrack_timeouts" if (
-            s.conntrack_timeouts
-        ) else ""
+        overrides = (
+            f", {len(s.conntrack_timeouts)} set by conntrack_timeouts"
+            if (s.conntrack_timeouts)
+            else ""
+        )
         out.reasons.append(
             f"timeouts: profile {s.conntrack_timeout_profile!r}{overrides} "
             f"({len(wanted)} values; `conntune profiles` lists them)"
@@ -216,7 +220,9 @@ def _plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErr
     iface = s.cake_interface or facts.default_iface
     setting = "cake_interface" if s.cake_interface else "cake"
     if iface is None:
-        errors.append(SettingError("cake_interface", "the host has no default route: set cake_interface"))
+        errors.append(
+            SettingError("cake_interface", "the host has no default route: set cake_interface")
+        )
         return
     known = facts.interfaces.get(iface)
     if facts.interfaces and known is None:
@@ -305,7 +311,9 @@ def _plan_files(facts: HostFacts, out: Plan) -> None:
 
 def _report_neighbours(facts: HostFacts, out: Plan) -> None:
     if facts.kube_proxy or facts.cilium:
-        who = " and ".join(n for n, on in (("kube-proxy", facts.kube_proxy), ("Cilium", facts.cilium)) if on)
+        who = " and ".join(
+            n for n, on in (("kube-proxy", facts.kube_proxy), ("Cilium", facts.cilium)) if on
+        )
         out.warnings.append(f"{who} runs here and sets conntrack values itself: values may flap")
     managed = set(out.sysctls) | {BUCKETS_KEY}
     for line in facts.sysctl_file_lines:

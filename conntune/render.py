@@ -24,8 +24,7 @@ def render_cake_unit(cake: CakePlan, tc_path: str) -> str:
     """
     device = f"sys-subsystem-net-devices-{cake.interface}.device"
     return (
-        HEADER.replace("plan` explains the values", "plan` explains the rate")
-        + "[Unit]\n"
+        HEADER.replace("plan` explains the values", "plan` explains the rate") + "[Unit]\n"
         f"Description=conntune: CAKE qdisc on {cake.interface} at {cake.rate}\n"
         f"BindsTo={device}\n"
         f"After={device}\n"

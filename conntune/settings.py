@@ -30,6 +30,7 @@ DEFAULTS: dict[str, object] = {
     "firewalld_restart": "on-change",
     "conntune_state": "present",
 }
+KNOWN_TIMEOUTS = [profiles.short_name(key) for key in profiles.LINUX_DEFAULTS]
 _PREFIXES = ("conntrack_", "cake_", "conntune_", "firewalld_")
 
 
@@ -115,7 +116,9 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
 
     percent = get["conntrack_max_memory_percent"]
     if not _is_number(percent) or not 0 < percent <= 50:
-        errors.append(SettingError("conntrack_max_memory_percent", f"{percent!r} is outside (0, 50]"))
+        errors.append(
+            SettingError("conntrack_max_memory_percent", f"{percent!r} is outside (0, 50]")
+        )
         percent = 5
 
     profile = get["conntrack_timeout_profile"]
@@ -138,20 +141,24 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
         setting = f"conntrack_timeouts.{name}"
         if key not in profiles.LINUX_DEFAULTS:
             errors.append(
-                SettingError(setting, f"unknown timeout (known: {', '.join(map(profiles.short_name, profiles.LINUX_DEFAULTS))})")
+                SettingError(
+                    setting,
+                    f"unknown timeout (known: {', '.join(KNOWN_TIMEOUTS)})",
+                )
             )
         elif not _is_int(seconds) or not 1 <= seconds <= profiles.MAX_TIMEOUT:
             errors.append(
-                SettingError(setting, f"{seconds!r} is not a whole number of seconds in 1..{profiles.MAX_TIMEOUT}")
+                SettingError(
+                    setting,
+                    f"{seconds!r} is not a whole number of seconds in 1..{profiles.MAX_TIMEOUT}",
+                )
             )
         else:
             timeouts[key] = seconds
 
     cake = _bool("cake", get["cake"], errors)
     interface = get["cake_interface"]
-    if interface is not None and (
-        not isinstance(interface, str) or not _valid_ifname(interface)
-    ):
+    if interface is not None and (not isinstance(interface, str) or not _valid_ifname(interface)):
         errors.append(SettingError("cake_interface", f"{interface!r} is not an interface name"))
         interface = None
 
@@ -165,20 +172,26 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
     diffserv = get["cake_diffserv"]
     if diffserv not in DIFFSERV_MODES:
         errors.append(
-            SettingError("cake_diffserv", f"unknown mode {diffserv!r} (one of: {', '.join(DIFFSERV_MODES)})")
+            SettingError(
+                "cake_diffserv", f"unknown mode {diffserv!r} (one of: {', '.join(DIFFSERV_MODES)})"
+            )
         )
         diffserv = "besteffort"
 
     restart = get["firewalld_restart"]
     if restart not in FIREWALLD_RESTART:
         errors.append(
-            SettingError("firewalld_restart", f"{restart!r} is not one of {', '.join(FIREWALLD_RESTART)}")
+            SettingError(
+                "firewalld_restart", f"{restart!r} is not one of {', '.join(FIREWALLD_RESTART)}"
+            )
         )
         restart = "on-change"
 
     state = get["conntune_state"]
     if state not in STATES:
-        errors.append(SettingError("conntune_state", f"{state!r} is not one of {', '.join(STATES)}"))
+        errors.append(
+            SettingError("conntune_state", f"{state!r} is not one of {', '.join(STATES)}")
+        )
 
     if errors:
         raise InvalidSettings(errors)
@@ -199,6 +212,8 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
 
 def _valid_ifname(name: str) -> bool:
     # IFNAMSIZ is 16 with the NUL; the kernel refuses "/", whitespace and ":" (dev_valid_name).
-    return 0 < len(name) < 16 and name not in (".", "..") and not any(
-        c in name for c in "/: \t\n'\"$`;&|<>\\"
+    return (
+        0 < len(name) < 16
+        and name not in (".", "..")
+        and not any(c in name for c in "/: \t\n'\"$`;&|<>\\")
     )

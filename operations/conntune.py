@@ -135,7 +135,18 @@ def owned_files(files: dict[str, str | None]) -> Generator[StringCommand, None, 
         _show([f"{verb} {change.name}", *unified_diff(change.name, change.old, change.new)])
     bits: list[object] = ["umask", "022"]
     if unit_changed and not unit_wanted:
-        bits += ["&&", "{", "systemctl", "disable", "--now", paths.CAKE_UNIT, "||", "true", ";", "}"]
+        bits += [
+            "&&",
+            "{",
+            "systemctl",
+            "disable",
+            "--now",
+            paths.CAKE_UNIT,
+            "||",
+            "true",
+            ";",
+            "}",
+        ]
     for change in changes:
         if change.new is None:
             bits += ["&&", "rm", "-f", QuoteString(change.name)]

@@ -68,7 +68,10 @@ def converged(facts: HostFacts, desired) -> HostFacts:
                 "handle": "8001:",
                 "dev": desired.cake.interface,
                 "root": True,
-                "options": {"bandwidth": desired.cake.bandwidth_bytes, "diffserv": desired.cake.diffserv},
+                "options": {
+                    "bandwidth": desired.cake.bandwidth_bytes,
+                    "diffserv": desired.cake.diffserv,
+                },
             }
         ]
     return make_facts(

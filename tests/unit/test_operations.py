@@ -78,7 +78,10 @@ def test_live_values_change(facts, desired):
 
 def test_live_values_no_change(facts, desired):
     commands, host = run(
-        ops.conntrack_live, converged(facts, desired), sysctls=desired.sysctls, buckets=desired.buckets
+        ops.conntrack_live,
+        converged(facts, desired),
+        sysctls=desired.sysctls,
+        buckets=desired.buckets,
     )
     assert commands == []
     assert host.noops and "already match" in host.noops[0]
@@ -87,7 +90,11 @@ def test_live_values_no_change(facts, desired):
 def test_live_values_loads_module_when_absent(desired):
     facts = make_facts(conntrack_loaded=False, sysctls={}, hashsize=None)
     commands, _ = run(
-        ops.conntrack_live, facts, sysctls=desired.sysctls, buckets=desired.buckets, load_module=True
+        ops.conntrack_live,
+        facts,
+        sysctls=desired.sysctls,
+        buckets=desired.buckets,
+        load_module=True,
     )
     assert commands[0].startswith("modprobe nf_conntrack && ")
     assert "tcp_timeout_close=10" in commands[0]  # unknown before loading: write every value
@@ -103,8 +110,14 @@ def test_live_values_dry_run_diff(facts, desired, caplog):
 
 def test_diff_is_not_printed_twice(facts, desired, caplog):
     caplog.set_level(logging.INFO)
-    run(ops.conntrack_live, facts, diff=True, executing=True, sysctls=desired.sysctls,
-        buckets=desired.buckets)
+    run(
+        ops.conntrack_live,
+        facts,
+        diff=True,
+        executing=True,
+        sysctls=desired.sysctls,
+        buckets=desired.buckets,
+    )
     assert "→" not in caplog.text  # already shown at change detection
 
 
@@ -159,7 +172,11 @@ def test_files_dry_run_shows_unified_diff(facts, desired, caplog):
 
 def test_cake_change_and_no_change(facts, desired):
     cake = desired.cake
-    args = {"interface": cake.interface, "bandwidth_bit": cake.bandwidth_bit, "diffserv": cake.diffserv}
+    args = {
+        "interface": cake.interface,
+        "bandwidth_bit": cake.bandwidth_bit,
+        "diffserv": cake.diffserv,
+    }
     commands, _ = run(ops.cake_qdisc, facts, **args)
     assert commands == ["tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort"]
     commands, host = run(ops.cake_qdisc, converged(facts, desired), **args)
@@ -169,8 +186,14 @@ def test_cake_change_and_no_change(facts, desired):
 def test_cake_other_rate_is_a_change(facts, desired, caplog):
     caplog.set_level(logging.INFO)
     current = converged(facts, desired)
-    commands, _ = run(ops.cake_qdisc, current, diff=True, interface="eth0",
-                      bandwidth_bit=10**8, diffserv="besteffort")
+    commands, _ = run(
+        ops.cake_qdisc,
+        current,
+        diff=True,
+        interface="eth0",
+        bandwidth_bit=10**8,
+        diffserv="besteffort",
+    )
     assert len(commands) == 1
     assert "qdisc root dev eth0: cake 1gbit besteffort → cake 100mbit besteffort" in caplog.text
 
@@ -183,8 +206,11 @@ def test_refuse_yields_a_failing_callback():
 
 def test_one_host_reading_serves_every_operation(facts, desired):
     host = FakeHost(facts)
-    state = SimpleNamespace(config=SimpleNamespace(DIFF=False), is_executing=False,
-                            should_check_for_changes=lambda: True)
+    state = SimpleNamespace(
+        config=SimpleNamespace(DIFF=False),
+        is_executing=False,
+        should_check_for_changes=lambda: True,
+    )
     with ctx_state.use(state), ctx_host.use(host):
         list(ops.conntrack_live._inner(sysctls=desired.sysctls, buckets=desired.buckets))
         list(ops.owned_files._inner(files=desired.files))

@@ -80,7 +80,9 @@ def test_conntrack_stat(fixture, expected):
 
 
 def test_conntrack_stat_header_only_and_empty():
-    header = text(f"{PUB}/proc_net_stat_nf_conntrack/google-nftables-138-5.10-clashres-delete_list-header-only.txt")
+    header = text(
+        f"{PUB}/proc_net_stat_nf_conntrack/google-nftables-138-5.10-clashres-delete_list-header-only.txt"
+    )
     assert parse.conntrack_stat(header) == {}
     assert parse.conntrack_stat("") == {}
 
@@ -109,8 +111,14 @@ CLI = [
     (f"{HOST}/conntrack_S.txt", {"drop": 0, "search_restart": 0}),
     (
         f"{PUB}/conntrack_S/aks-5.15-azure-clash_resolve-chaintoolong.txt",
-        {"drop": 5, "early_drop": 1878045, "insert_failed": 5, "search_restart": 4642957175,
-         "clash_resolve": 1541902993, "chaintoolong": 0},
+        {
+            "drop": 5,
+            "early_drop": 1878045,
+            "insert_failed": 5,
+            "search_restart": 4642957175,
+            "clash_resolve": 1541902993,
+            "chaintoolong": 0,
+        },
     ),
     (f"{PUB}/conntrack_S/google-nftables-138-debian11-5.10-no-ignore.txt", {"search_restart": 1}),
     (
@@ -136,16 +144,25 @@ def test_conntrack_cli_stats_ignores_other_lines():
 @pytest.mark.parametrize(
     ("fixture", "key", "value", "size"),
     [
-        (f"{D12}/sysctl_net_netfilter.txt", "net.netfilter.nf_conntrack_tcp_timeout_established", "432000", None),
+        (
+            f"{D12}/sysctl_net_netfilter.txt",
+            "net.netfilter.nf_conntrack_tcp_timeout_established",
+            "432000",
+            None,
+        ),
         (f"{D12}/sysctl_a_grep_conntrack.txt", "net.netfilter.nf_conntrack_max", "7680", None),
         (f"{HOST}/sysctl_net_netfilter.txt", "net.netfilter.nf_conntrack_buckets", "262144", None),
         (
             f"{PUB}/sysctl/ubuntu-aws-3.x-sysctl-a-grep-conntrack-near-full-legacy-net.nf_conntrack_max.txt",
-            "net.netfilter.nf_conntrack_count", "65422", None,
+            "net.netfilter.nf_conntrack_count",
+            "65422",
+            None,
         ),
         (
             f"{PUB}/sysctl/ubuntu-2009-2.6.2x-sysctl-a-grep-ipv4-ip_conntrack-block.txt",
-            None, None, 21,
+            None,
+            None,
+            21,
         ),
     ],
 )
@@ -198,8 +215,16 @@ def test_link_speed_mbit(fixture, speed):
 
 @pytest.mark.parametrize(
     ("sample", "speed"),
-    [("", None), ("-1\n", None), ("4294967295", None), ("65535", None), ("0", None),
-     ("10000", 10000), ("\tSpeed: 2500Mb/s", 2500), ("Speed: Unknown!", None)],
+    [
+        ("", None),
+        ("-1\n", None),
+        ("4294967295", None),
+        ("65535", None),
+        ("0", None),
+        ("10000", 10000),
+        ("\tSpeed: 2500Mb/s", 2500),
+        ("Speed: Unknown!", None),
+    ],
 )
 def test_link_speed_edge_cases(sample, speed):
     assert parse.link_speed_mbit(sample) == speed
@@ -290,8 +315,12 @@ def test_table_full_public(name, count):
 
 @pytest.mark.parametrize(
     "name",
-    ["dmesg_table_full.txt", "dmesg_iso_table_full.txt", "journalctl_k_table_full.txt",
-     "journalctl_k_iso_table_full.txt"],
+    [
+        "dmesg_table_full.txt",
+        "dmesg_iso_table_full.txt",
+        "journalctl_k_table_full.txt",
+        "journalctl_k_iso_table_full.txt",
+    ],
 )
 def test_table_full_captured_debian12(name):
     assert parse.table_full_events(text(f"{D12}/{name}")) == 20

@@ -44,9 +44,10 @@ def test_live_value_above_plan_is_kept_unless_shrink_allowed():
 
 def test_conntrack_max_below_live_count_is_refused():
     facts = make_facts(sysctls=kernel_sysctls(conntrack_max=65536, count=50000))
-    assert "below the 50000" in refused(facts, conntrack_max=40000, conntrack_allow_shrink=True)[
-        "conntrack_max"
-    ]
+    assert (
+        "below the 50000"
+        in refused(facts, conntrack_max=40000, conntrack_allow_shrink=True)["conntrack_max"]
+    )
 
 
 def test_memory_budget():
@@ -127,7 +128,9 @@ def test_missing_tc_is_refused():
 def test_foreign_hashsize_option_is_reported_not_duplicated():
     from facts.parse import ConfLine
 
-    line = ConfLine("/etc/modprobe.d/firewalld-sysctls.conf", 3, "options nf_conntrack hashsize=131072")
+    line = ConfLine(
+        "/etc/modprobe.d/firewalld-sysctls.conf", 3, "options nf_conntrack hashsize=131072"
+    )
     desired = planned(make_facts(modprobe_options=[line]))
     assert desired.files[paths.MODPROBE_FILE] is None
     assert any("firewalld-sysctls.conf:3" in w for w in desired.warnings)
@@ -149,7 +152,10 @@ def test_persisted_files_load_the_module_before_sysctl():
     assert sysctl_lines[1].startswith("net.netfilter.nf_conntrack_max")
     unit = desired.files[paths.CAKE_UNIT_FILE]
     assert "BindsTo=sys-subsystem-net-devices-eth0.device" in unit
-    assert "ExecStart=/usr/sbin/tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort" in unit
+    assert (
+        "ExecStart=/usr/sbin/tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort"
+        in unit
+    )
 
 
 def test_original_values_are_recorded_once():

@@ -24,7 +24,12 @@ def test_unrelated_host_data_is_ignored():
 
 def test_timeouts_accept_short_and_full_names():
     settings = settings_from_data(
-        {"conntrack_timeouts": {"udp_timeout": 20, "net.netfilter.nf_conntrack_generic_timeout": 60}}
+        {
+            "conntrack_timeouts": {
+                "udp_timeout": 20,
+                "net.netfilter.nf_conntrack_generic_timeout": 60,
+            }
+        }
     )
     assert settings.conntrack_timeouts == {
         f"{profiles.P}udp_timeout": 20,
@@ -36,12 +41,36 @@ def test_timeouts_accept_short_and_full_names():
     ("data", "setting", "words"),
     [
         ({"conntrack_timeout_profile": "mikrotik"}, "conntrack_timeout_profile", "unknown profile"),
-        ({"conntrack_timeouts": {"tcp_timeout_bogus": 5}}, "conntrack_timeouts.tcp_timeout_bogus", "unknown timeout"),
-        ({"conntrack_timeouts": {"udp_timeout": -1}}, "conntrack_timeouts.udp_timeout", "whole number"),
-        ({"conntrack_timeouts": {"udp_timeout": 0}}, "conntrack_timeouts.udp_timeout", "whole number"),
-        ({"conntrack_timeouts": {"udp_timeout": 1.5}}, "conntrack_timeouts.udp_timeout", "whole number"),
-        ({"conntrack_timeouts": {"udp_timeout": "30"}}, "conntrack_timeouts.udp_timeout", "whole number"),
-        ({"conntrack_timeouts": {"udp_timeout": 10**9}}, "conntrack_timeouts.udp_timeout", "whole number"),
+        (
+            {"conntrack_timeouts": {"tcp_timeout_bogus": 5}},
+            "conntrack_timeouts.tcp_timeout_bogus",
+            "unknown timeout",
+        ),
+        (
+            {"conntrack_timeouts": {"udp_timeout": -1}},
+            "conntrack_timeouts.udp_timeout",
+            "whole number",
+        ),
+        (
+            {"conntrack_timeouts": {"udp_timeout": 0}},
+            "conntrack_timeouts.udp_timeout",
+            "whole number",
+        ),
+        (
+            {"conntrack_timeouts": {"udp_timeout": 1.5}},
+            "conntrack_timeouts.udp_timeout",
+            "whole number",
+        ),
+        (
+            {"conntrack_timeouts": {"udp_timeout": "30"}},
+            "conntrack_timeouts.udp_timeout",
+            "whole number",
+        ),
+        (
+            {"conntrack_timeouts": {"udp_timeout": 10**9}},
+            "conntrack_timeouts.udp_timeout",
+            "whole number",
+        ),
         ({"conntrack_timeouts": [1, 2]}, "conntrack_timeouts", "mapping"),
         ({"conntrack_max": 0}, "conntrack_max", "positive integer"),
         ({"conntrack_max": "lots"}, "conntrack_max", "positive integer"),
@@ -56,7 +85,11 @@ def test_timeouts_accept_short_and_full_names():
         ({"cake_bandwidth": "10tbit"}, "cake_bandwidth", "not a real link"),
         ({"cake_diffserv": "diffserv5"}, "cake_diffserv", "unknown mode"),
         ({"cake_interface": "eth0; reboot"}, "cake_interface", "not an interface name"),
-        ({"cake_interface": "a-very-long-interface-name"}, "cake_interface", "not an interface name"),
+        (
+            {"cake_interface": "a-very-long-interface-name"},
+            "cake_interface",
+            "not an interface name",
+        ),
         ({"cake": "yes"}, "cake", "true or false"),
         ({"firewalld_restart": "sometimes"}, "firewalld_restart", "not one of"),
         ({"conntrack_timout_profile": "server"}, "conntrack_timout_profile", "unknown setting"),

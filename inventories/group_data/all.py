@@ -1,0 +1,45 @@
+"""
+conntune settings for every host. All are optional: the defaults below are what conntune does
+when a key is absent. Override per group (``group_data/<group>.py``), per host (host data in the
+inventory) or per run (``--data key=value``). Unknown ``conntrack_*``/``cake_*`` keys are
+refused, so a typo cannot silently fall back to a default.
+"""
+
+# --- Table size -------------------------------------------------------------------------------
+# nf_conntrack_max. Default (None): MemTotal / 16384 / 2 rounded up to a power of two, the blog's
+# rule and the 2.6-era kernel default (64 GB -> 2097152; about 1.2 % of RAM when full).
+conntrack_max = None
+# conntune never lowers a live nf_conntrack_max that is already higher, unless this is True.
+conntrack_allow_shrink = False
+# Entries per hash bucket when the table is full: buckets = max / ratio, rounded up to 512.
+# 1 is the kernel's own ratio since 5.15; 4 is the blog's stated max/4. Above 4 is refused:
+# since 5.15 the kernel drops inserts on long hash chains before the table is full.
+conntrack_hashsize_ratio = 1
+# Refuse a plan whose worst-case table memory is above this share of RAM.
+conntrack_max_memory_percent = 5
+
+# --- Timeouts ---------------------------------------------------------------------------------
+# "server" (default): RouterOS values except syn_sent/syn_recv (kernel defaults, longer than the
+#   SYN retry schedule) and close_wait 3600 (as kube-proxy; kubernetes#32551).
+# "routeros": the RouterOS documented defaults exactly, as the blog applied them.
+# "kube-proxy": established 86400 and close_wait 3600 only.
+# "kernel": touch no timeout.
+# `conntune profiles` prints the table.
+conntrack_timeout_profile = "server"
+# Single overrides, seconds, short or full sysctl names: {"udp_timeout": 30}.
+conntrack_timeouts: dict[str, int] = {}
+
+# --- CAKE -------------------------------------------------------------------------------------
+cake = True
+# Default (None): the interface of the default route.
+cake_interface = None
+# Default (None): the link speed the NIC reports. tc units: "1gbit", "950mbit"; a bare number
+# is Mbit/s. Required when the NIC reports no speed (most virtual NICs).
+cake_bandwidth = None
+# besteffort, diffserv3, diffserv4, diffserv8 or precedence.
+cake_diffserv = "besteffort"
+
+# --- firewalld --------------------------------------------------------------------------------
+# "on-change": restart only when this run changed a conntune file and firewalld is active.
+# "always" / "never".
+firewalld_restart = "on-change"
