@@ -111,9 +111,7 @@ def test_dry_run_shows_every_change_and_changes_nothing(pristine):
         assert f"{ESTABLISHED}: 432000 → 86400" in lines, text
         assert f"{UDP}: 30 → 10" in lines
         # every timeout of the profile that differs from the kernel default, and nothing else
-        differing = {
-            k: v for k, v in profiles.SERVER.items() if profiles.LINUX_DEFAULTS[k] != v
-        }
+        differing = {k: v for k, v in profiles.SERVER.items() if profiles.LINUX_DEFAULTS[k] != v}
         assert len(lines) == len(differing), lines
         assert f"[{name}]   create {paths.SYSCTL_FILE}" in text
         assert f"[{name}] conntune: nf_conntrack_max and the hash size are read-only" in text
@@ -134,9 +132,7 @@ def test_apply_converges(pristine):
         content = fleet.ssh(name, f"cat {paths.SYSCTL_FILE}").stdout
         assert f"{UDP} = 10" in content and "nf_conntrack_max" not in content
         # a container cannot load modules or size the table: those files are not written
-        absent = fleet.ssh(
-            name, f"ls {paths.MODPROBE_FILE} {paths.MODULES_LOAD_FILE}", check=False
-        )
+        absent = fleet.ssh(name, f"ls {paths.MODPROBE_FILE} {paths.MODULES_LOAD_FILE}", check=False)
         assert absent.returncode != 0
         original = fleet.ssh(name, f"cat {paths.ORIGINAL_FILE}").stdout
         assert f"{ESTABLISHED} = 432000" in original
@@ -222,7 +218,8 @@ def test_bad_setting_is_refused_before_any_change_and_other_hosts_go_on(pristine
     inventory = fleet.write_inventory(tmp_path / "inventory.py")
     text = inventory.read_text().replace(
         "('host2', {**_common,",
-        "('host2', {**_common, 'conntrack_timeouts': {'udp_timeout': -1}, 'cake_bandwidth': 'fast',",
+        "('host2', {**_common, 'conntrack_timeouts': {'udp_timeout': -1}, "
+        "'cake_bandwidth': 'fast',",
     )
     inventory.write_text(text)
     before = snapshot(fleet, "host2")
