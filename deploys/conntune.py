@@ -9,7 +9,7 @@ The conntune deploy: read the host once, plan, converge.
 
 from __future__ import annotations
 
-from pyinfra import host, logger
+from pyinfra import host, logger, state
 
 from conntune.changes import file_changes
 from conntune.policy import plan
@@ -34,8 +34,9 @@ def tune() -> None:
         return
     for warning in desired.warnings:
         logger.warning(f"{host.print_prefix}conntune: {warning}")
-    for reason in desired.reasons:
-        logger.info(f"{host.print_prefix}conntune: {reason}")
+    if state.config.DIFF or state.print_noop_info:  # --diff or -v: explain the numbers
+        for reason in desired.reasons:
+            logger.info(f"{host.print_prefix}conntune: {reason}")
 
     ops.conntrack_live(
         name="Set live conntrack values",

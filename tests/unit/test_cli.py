@@ -1,0 +1,80 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conntune.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_plan_json_for_the_blog_host():
+    result = invoke("plan", "--mem", "65786680000", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["conntrack_max"] == 2097152
+    assert plan["hashsize"] == 2097152
+    assert plan["memory_worst_case_bytes"] == 2097152 * (320 + 128) + 2097152 * 8
+    assert plan["timeouts"]["net.netfilter.nf_conntrack_tcp_timeout_established"] == 86400
+    assert plan["cake"] is None  # no link speed given: CAKE not planned, and it says why
+    assert any("link speed is unknown" in w for w in plan["warnings"])
+
+
+def test_plan_json_with_link_speed_and_ratio():
+    result = invoke(
+        "plan", "--mem", "65786680000", "--hashsize-ratio", "4", "--link-speed", "1000", "--json"
+    )
+    plan = json.loads(result.output)
+    assert plan["hashsize"] == 524288
+    assert plan["cake"] == {
+        "interface": "eth0",
+        "bandwidth_mbit": 1000.0,
+        "bandwidth_bit": 10**9,
+        "diffserv": "besteffort",
+    }
+
+
+def test_plan_refuses_ratio_16_with_the_reason():
+    result = invoke("plan", "--mem", "65786680000", "--hashsize-ratio", "16")
+    assert result.exit_code == 2
+    assert "conntrack_hashsize_ratio" in result.output and "chain" in result.output
+
+
+def test_plan_text_explains():
+    result = invoke(
+        "plan",
+        "--mem",
+        "64GiB",
+        "--link-speed",
+        "1000",
+        "--profile",
+        "routeros",
+        "--bandwidth",
+        "1024mbit",
+    )
+    assert result.exit_code == 0, result.output
+    assert "nf_conntrack_tcp_timeout_syn_sent" in result.output
+    assert "above the link speed" in result.output
+    assert "why:" in result.output
+
+
+def test_plan_reads_this_machine():
+    result = invoke("plan", "--json", "--no-cake")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["conntrack_max"] >= 1024
+
+
+@pytest.mark.parametrize("mem", ["lots", "0", "-1G"])
+def test_plan_bad_mem(mem):
+    result = invoke("plan", "--mem", mem)
+    assert result.exit_code == 2
+    assert "--mem" in result.output
+
+
+def test_profiles():
+    result = invoke("profiles", "--json")
+    data = json.loads(result.output)
+    assert data["routeros"]["net.netfilter.nf_conntrack_tcp_timeout_syn_sent"] == 5
+    assert data["server"]["net.netfilter.nf_conntrack_tcp_timeout_syn_sent"] == 120
