@@ -182,3 +182,7 @@ def profiles_command(as_json: bool) -> None:
         row = "".join(f"{profiles.PROFILES[n].get(key, '-')!s:>12}" for n in names)
         click.echo(f"{profiles.short_name(key):<32}{default:>8}{row}")
     click.echo("\n'kernel' sets nothing; '-' leaves the value as it is.")
+
+
+if __name__ == "__main__":
+    main()

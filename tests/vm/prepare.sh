@@ -12,7 +12,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SUITE=${1:?usage: prepare.sh SUITE OUTDIR [MEM_MB]}; OUT=${2:?outdir}; MEM=${3:-1024}
 "$HERE/build-image.sh" "$SUITE" "$OUT" >&2
 CACHE=$("$HERE/build-image.sh" --cache-dir "$SUITE")
-SNAP=booted-${MEM}m-nic${NIC_SPEED:-none}
+SNAP=${SNAP_NAME:-booted-${MEM}m-nic${NIC_SPEED:-none}-smp${SMP:-2}}
 export W=$OUT SNAPDIR=$CACHE/snap
 mkdir -p "$SNAPDIR"
 exec 9>"$SNAPDIR/.lock-$SNAP"; flock 9
