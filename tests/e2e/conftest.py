@@ -54,6 +54,7 @@ class VM:
     env: dict[str, str]
     workdir: Path
     timings: dict[str, float] = field(default_factory=dict)
+    lab_timings: list[tuple[str, str, float]] = field(default_factory=list)
 
     @property
     def key(self) -> Path:
@@ -93,6 +94,7 @@ class VM:
         started = time.monotonic()
         self.vmsh("reboot", self.name, str(self.port))
         self.timings["reboot"] = time.monotonic() - started
+        self.lab_timings.append(("reboot", self.name, self.timings["reboot"]))
         self.ssh(f"date -s @{int(time.time())} >/dev/null")
         return self.timings["reboot"]
 
@@ -141,7 +143,9 @@ class VMLab:
     def start(self, spec_name: str, name: str) -> VM:
         spec = SPECS[spec_name]
         cache = self.prepare(spec)
-        vm = VM(name, spec, _free_port(), _env(spec, cache), WORK / spec.suite)
+        vm = VM(
+            name, spec, _free_port(), _env(spec, cache), WORK / spec.suite, lab_timings=self.timings
+        )
         started = time.monotonic()
         vm.vmsh("restore", name, str(vm.port), spec.snapshot)
         vm.timings["restore"] = time.monotonic() - started

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import psutil
 import pytest
@@ -70,3 +71,75 @@ def test_file_sections_keep_content_exactly():
     assert sections["file /etc/a"] == "line 1\n\nline 3\n"
     facts = host_facts(output)
     assert facts.owned_files == {"/etc/a": "line 1\n\nline 3\n", "/etc/b": None}
+
+
+CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured"
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [
+        (
+            "debian12-6.1",
+            {
+                "kernel": "6.1.0-50-amd64",
+                "mem_bytes": 1005281280,
+                "speed": 1000,
+                "conntrack_max": 7680,
+                "hashsize": 7680,
+                "sizing_writable": True,
+                "cake": True,
+                "firewalld": "1.3.3-1~deb12u2",
+                "qdisc": "fq_codel",
+            },
+        ),
+        (
+            "debian13-6.12",
+            {
+                "kernel": "6.12.117+deb13-amd64",
+                "mem_bytes": 1539182592,
+                "speed": None,
+                "conntrack_max": 65536,
+                "hashsize": 65536,
+                "sizing_writable": True,
+                "cake": True,
+                "firewalld": "2.3.1-1+deb13u1",
+                "qdisc": "fq_codel",
+            },
+        ),
+        (
+            "container-6.18",  # a systemd container: another network namespace, no sch_cake
+            {
+                "kernel": "6.18.44-fc-v657",
+                "mem_bytes": 25276510208,
+                "speed": None,
+                "conntrack_max": 262144,
+                "hashsize": 262144,
+                "sizing_writable": False,
+                "cake": False,
+                "firewalld": "1.3.3-1~deb12u2",
+                "qdisc": "noqueue",
+            },
+        ),
+    ],
+)
+def test_real_host_readings(release, expected):
+    """The whole one-command reading, captured with `ssh HOST sh -s < SCRIPT` on real hosts."""
+    facts = host_facts((CAPTURED / release / "conntune_host_state.txt").read_text())
+    assert facts.kernel == expected["kernel"]
+    assert facts.mem_bytes == expected["mem_bytes"]
+    assert facts.default_iface == "eth0"
+    assert facts.link_speed_mbit("eth0") == expected["speed"]
+    assert facts.conntrack_loaded
+    assert facts.conntrack_max == expected["conntrack_max"]
+    assert facts.hashsize == expected["hashsize"]
+    assert facts.sizing_writable is expected["sizing_writable"]
+    assert facts.cake_available is expected["cake"]
+    assert facts.firewalld.active and facts.firewalld.version == expected["firewalld"]
+    assert facts.firewalld.cleanup_modules_on_exit == "no"
+    assert facts.root_qdisc("eth0")["kind"] == expected["qdisc"]
+    assert facts.tc_path == "/usr/sbin/tc"
+    assert facts.slab_objsize == 256
+    assert "drop" in facts.stats and "entries" in facts.stats
+    assert facts.unreadable == []
+    assert all(content is None for content in facts.owned_files.values())

@@ -1,0 +1,88 @@
+"""
+Reboot persistence on real kernels: after a conntune apply and a reboot with no conntune run,
+every live value and the CAKE qdisc are back. Debian 12 with firewalld enabled and disabled
+(without firewalld nothing else loads nf_conntrack at boot: modules-load.d must), and Debian 13
+(kernel 6.12) with a NIC that reports no speed (cake_bandwidth required, and refused without).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conntune import paths, profiles
+from tests.e2e.helpers import (
+    expected_max,
+    hashsize,
+    mem_total_bytes,
+    root_qdisc,
+    snapshot,
+    sysctl,
+)
+
+MAX = "net.netfilter.nf_conntrack_max"
+
+
+def out(result) -> str:
+    return result.stdout + result.stderr
+
+
+def assert_converged(vm, conntrack_max: int, bandwidth_bytes: int, diffserv: str) -> None:
+    assert sysctl(vm, MAX) == conntrack_max
+    assert hashsize(vm) == conntrack_max
+    assert sysctl(vm, "net.netfilter.nf_conntrack_buckets") == conntrack_max
+    for key, seconds in profiles.SERVER.items():
+        assert sysctl(vm, key) == seconds, key
+    qdisc = root_qdisc(vm)
+    assert qdisc["kind"] == "cake", qdisc
+    assert qdisc["options"]["bandwidth"] == bandwidth_bytes
+    assert qdisc["options"]["diffserv"] == diffserv
+
+
+@pytest.mark.parametrize("firewalld", ["enabled", "disabled"])
+def test_bookworm_values_survive_reboot(vm_lab, tmp_path, firewalld):
+    vm = vm_lab.start("bookworm-1g", f"bw-reboot-{firewalld}")
+    try:
+        if firewalld == "disabled":
+            vm.ssh("systemctl disable --now firewalld")
+        inventory = vm_lab.inventory([vm], tmp_path / "inventory.py")
+        result = vm_lab.pyinfra(inventory, "deploy.py", "-y")
+        assert result.returncode == 0, out(result)
+        # after the reboot, max == hashsize proves sysctl.d applied: from the modprobe option
+        # alone the kernel would set max = 8 x hashsize at load (vm.md)
+        want = expected_max(mem_total_bytes(vm))
+        assert_converged(vm, want, 125_000_000, "besteffort")
+        vm.reboot()
+        assert vm.ssh("systemctl is-active firewalld", check=False).stdout.strip() == (
+            "active" if firewalld == "enabled" else "inactive"
+        )
+        assert_converged(vm, want, 125_000_000, "besteffort")
+        assert vm.ssh(f"systemctl is-active {paths.CAKE_UNIT}").stdout.strip() == "active"
+        # and conntune agrees: nothing to do after the reboot
+        again = vm_lab.pyinfra(inventory, "deploy.py", "--dry", "--diff")
+        assert "→" not in out(again), out(again)
+    finally:
+        vm.kill()
+
+
+def test_trixie_unknown_speed_then_apply_and_reboot(vm_lab, tmp_path):
+    vm = vm_lab.start("trixie", "trixie")
+    try:
+        assert vm.ssh("uname -r").stdout.startswith("6.12")
+        bare = vm_lab.inventory([vm], tmp_path / "bare.py")
+        before = snapshot(vm)
+        refused = vm_lab.pyinfra(bare, "deploy.py", "-y")
+        text = out(refused)
+        assert refused.returncode == 1, text
+        assert "[trixie] conntune: cake_bandwidth: the link speed of eth0 is unknown" in text
+        assert snapshot(vm) == before  # refused before any change
+
+        shaped = vm_lab.inventory([vm], tmp_path / "shaped.py", cake_bandwidth="100mbit",
+                                  cake_diffserv="diffserv4")  # fmt: skip
+        result = vm_lab.pyinfra(shaped, "deploy.py", "-y")
+        assert result.returncode == 0, out(result)
+        want = expected_max(mem_total_bytes(vm))
+        assert_converged(vm, want, 12_500_000, "diffserv4")
+        vm.reboot()
+        assert_converged(vm, want, 12_500_000, "diffserv4")
+    finally:
+        vm.kill()
