@@ -112,7 +112,7 @@ CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured"
             {
                 "kernel": "6.18.44-fc-v657",
                 "mem_bytes": 25276510208,
-                "speed": None,
+                "speed": 10000,  # a veth reports 10000
                 "conntrack_max": 262144,
                 "hashsize": 262144,
                 "sizing_writable": False,
