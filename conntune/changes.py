@@ -24,8 +24,12 @@ class Change:
     name: str
     old: str | None
     new: str | None
+    is_file: bool = False
 
     def __str__(self) -> str:
+        if self.is_file:
+            verb = "create" if self.old is None else "remove" if self.new is None else "modify"
+            return f"{self.name}: {verb}"
         old = "(absent)" if self.old is None else self.old
         new = "(absent)" if self.new is None else self.new
         return f"{self.name}: {old} → {new}"
@@ -49,7 +53,7 @@ def live_changes(facts: HostFacts, sysctls: dict[str, int], buckets: int | None)
 def file_changes(facts: HostFacts, files: dict[str, str | None]) -> list[Change]:
     """Owned files whose content differs (``new`` None: the file is to be removed)."""
     return [
-        Change(path, facts.owned_files.get(path), content)
+        Change(path, facts.owned_files.get(path), content, is_file=True)
         for path, content in files.items()
         if facts.owned_files.get(path) != content
     ]

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import click
 import psutil
 
-from conntune import profiles
+from conntune import fleet, profiles, report
 from conntune.hostfacts import HostFacts, Interface
 from conntune.policy import Plan, plan
+from conntune.report import write_atomically
+from conntune.schedule import Schedule
 from conntune.settings import InvalidSettings, settings_from_data
 from conntune.units import format_bytes, parse_size_bytes
 
@@ -182,6 +188,131 @@ def profiles_command(as_json: bool) -> None:
         row = "".join(f"{profiles.PROFILES[n].get(key, '-')!s:>12}" for n in names)
         click.echo(f"{profiles.short_name(key):<32}{default:>8}{row}")
     click.echo("\n'kernel' sets nothing; '-' leaves the value as it is.")
+
+
+def _logging(verbose: bool) -> None:
+    """pyinfra's API installs no log handler: show its warnings and errors (all with -v)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    pyinfra_logger = logging.getLogger("pyinfra")
+    pyinfra_logger.handlers[:] = [handler]
+    pyinfra_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    pyinfra_logger.propagate = False
+
+
+_inventory = click.argument("inventory")
+_limit = click.option("--limit", multiple=True, help="Only these hosts or groups (globs allowed).")
+_data = click.option("--data", multiple=True, metavar="KEY=VALUE", help="Override host data.")
+
+
+def _parse_data(pairs: tuple[str, ...]) -> dict[str, object]:
+    data: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--data")
+        try:
+            data[key] = json.loads(value)
+        except json.JSONDecodeError:
+            data[key] = value
+    return data
+
+
+@main.command("audit")
+@_inventory
+@_limit
+@_data
+@click.option("--json", "as_json", is_flag=True, help="One JSON document (keys in the README).")
+@click.option("--prometheus", type=click.Path(dir_okay=False), help="Write textfile metrics.")
+@click.option("-v", "--verbose", is_flag=True, help="List each drifting setting and warning.")
+def audit_command(inventory, limit, data, as_json, prometheus, verbose) -> None:
+    """Diagnose every host of INVENTORY (read only): conntrack pressure, drops, drift, qdisc."""
+    _logging(verbose)
+    rows = fleet.audit(inventory, limit=list(limit) or None, data=_parse_data(data))
+    if prometheus:
+        write_atomically(prometheus, report.prometheus(rows, previous=Path(prometheus)))
+    click.echo(report.as_json(rows) if as_json else report.table(rows, verbose=verbose))
+
+
+@main.command("reconcile")
+@_inventory
+@_limit
+@_data
+@click.option("--check", is_flag=True, help="Report drift, change nothing (exit 2 on drift).")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="JSON report.")
+@click.option("--prometheus", type=click.Path(dir_okay=False), help="Write textfile metrics.")
+@click.option("-v", "--verbose", is_flag=True, help="Show pyinfra's progress.")
+def reconcile_command(inventory, limit, data, check, report_file, prometheus, verbose) -> None:
+    """Converge every drifting host of INVENTORY; for schedulers (never prompts).
+
+    Exit status: 0 converged or nothing to do, 2 drift found (--check), 3 some hosts failed,
+    75 another reconcile of the same inventory is running.
+    """
+    from deploys.conntune import tune
+
+    _logging(verbose)
+    try:
+        with fleet.inventory_lock(inventory):
+            run = fleet.reconcile(inventory, tune, check=check, limit=list(limit) or None,
+                                  data=_parse_data(data))  # fmt: skip
+    except fleet.Locked as locked:
+        click.echo(f"conntune: {locked}", err=True)
+        sys.exit(fleet.EXIT_LOCKED)
+    if report_file:
+        write_atomically(report_file, json.dumps(run.as_dict(), indent=2))
+    if prometheus:
+        write_atomically(prometheus, report.prometheus(run.final_rows, previous=Path(prometheus)))
+    click.echo(fleet.describe(run))
+    sys.exit(run.exit_code)
+
+
+@main.command("schedule")
+@_inventory
+@click.option("--every", required=True, help="Period: 5m, 15m, 30m, 1h, 6h, 1d.")
+@click.option("--check", is_flag=True, help="Only report drift (reconcile --check).")
+@click.option("--user", is_flag=True, help="A user unit (~/.config/systemd/user).")
+@click.option("--dry-run", is_flag=True, help="Print the units, write nothing.")
+@click.option("--remove", is_flag=True, help="Disable and remove the units.")
+@click.option("--executable", default=None, help="conntune path in the unit (default: this one).")
+@click.option("--metrics-file", default="/var/lib/node_exporter/textfile_collector/conntune.prom",
+              show_default=True, help="Prometheus textfile the reconcile writes.")  # fmt: skip
+def schedule_command(inventory, every, check, user, dry_run, remove, executable, metrics_file):
+    """Run `conntune reconcile INVENTORY` from a systemd timer on this controller."""
+    state_dir = (Path.home() / ".local/state/conntune") if user else Path("/var/lib/conntune")
+    plan_ = Schedule(
+        inventory=Path(inventory).resolve(),
+        every=every,
+        check=check,
+        user=user,
+        executable=executable or shutil.which("conntune") or sys.argv[0],
+        workdir=Path.cwd(),
+        state_dir=state_dir,
+        metrics_file=Path(metrics_file),
+    )
+    try:
+        units = plan_.units()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--every") from None
+    systemctl = ["systemctl", "--user"] if user else ["systemctl"]
+    timer = f"{plan_.name}.timer"
+    if remove:
+        if not dry_run:
+            subprocess.run([*systemctl, "disable", "--now", timer], check=False)
+            for name in units:
+                (plan_.unit_dir / name).unlink(missing_ok=True)
+            subprocess.run([*systemctl, "daemon-reload"], check=False)
+        click.echo(f"removed {', '.join(str(plan_.unit_dir / n) for n in units)}")
+        return
+    if dry_run:
+        for name, text in units.items():
+            click.echo(f"# {plan_.unit_dir / name}\n{text}")
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in units.items():
+        write_atomically(plan_.unit_dir / name, text)
+    subprocess.run([*systemctl, "daemon-reload"], check=True)
+    subprocess.run([*systemctl, "enable", "--now", timer], check=True)
+    click.echo(f"installed and started {timer} ({plan_.unit_dir})")
 
 
 if __name__ == "__main__":

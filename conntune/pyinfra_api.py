@@ -5,32 +5,51 @@ already ``async`` upstream); when it does, this file is the only one to port.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import os
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
 
+import gevent
+import pyinfra
 from pyinfra.api import (
+    BaseStateCallback,
+    Config,
     FactBase,
     FunctionCommand,
     OperationError,
     QuoteString,
+    State,
     StringCommand,
     deploy,
     operation,
 )
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.facts import get_fact
+from pyinfra.api.host import Host
+from pyinfra.api.operations import run_ops
+from pyinfra.api.state import StateStage
+from pyinfra.context import ctx_host, ctx_state
+from pyinfra_cli.inventory import make_inventory
 
-if TYPE_CHECKING:
-    from pyinfra.api.host import Host
-
-    from conntune.hostfacts import HostFacts
+from conntune.hostfacts import HostFacts
 
 __all__ = [
     "FactBase",
+    "Fleet",
     "FunctionCommand",
     "OperationError",
     "QuoteString",
     "StringCommand",
+    "close_fleet",
+    "converge_fleet",
     "deploy",
     "forget_host_facts",
+    "open_fleet",
     "operation",
+    "read_fleet",
     "read_host",
 ]
 
@@ -58,3 +77,105 @@ def read_host(host: Host, fresh: bool = False) -> HostFacts:
 def forget_host_facts(host: Host) -> None:
     if hasattr(host, _CACHE_ATTRIBUTE):
         delattr(host, _CACHE_ATTRIBUTE)
+
+
+# --- Fleet runs (conntune audit / reconcile): pyinfra's Python API ---------------------------
+
+
+class _ConnectErrors(BaseStateCallback):
+    def __init__(self) -> None:
+        self.errors: dict[str, str] = {}
+
+    def host_connect_error(self, state: State, host: Host, error) -> None:  # type: ignore[override]
+        self.errors[host.name] = str(error)
+
+
+@dataclass
+class Fleet:
+    """A connected inventory: hosts that answered, and why the others did not."""
+
+    state: State
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def hosts(self) -> list[Host]:
+        return sorted(self.state.inventory.get_active_hosts(), key=lambda host: host.name)
+
+
+def open_fleet(
+    inventory: str,
+    limit: list[str] | None = None,
+    data: dict[str, object] | None = None,
+    parallel: int | None = None,
+) -> Fleet:
+    """
+    Load an inventory as the pyinfra CLI does (group_data included) and connect in parallel.
+    Unless the inventory says otherwise, host keys are checked strictly (no trust on first use).
+    """
+    pyinfra.is_cli = False
+    state = State(check_for_changes=False)
+    state.cwd = os.getcwd()
+    ctx_state.set(state)
+    loaded = make_inventory(inventory, cwd=state.cwd, override_data=data or {})
+    for host in loaded:
+        if host.data.get("ssh_strict_host_key_checking") is None:
+            host.data.ssh_strict_host_key_checking = "yes"
+    config = Config(FAIL_PERCENT=None)
+    if parallel:
+        config.PARALLEL = parallel
+    selected = None
+    if limit:
+        selected = [h for h in loaded if any(fnmatch(h.name, pattern) for pattern in limit)]
+        selected += [h for group in limit for h in loaded.get_group(group, [])]
+    state.init(loaded, config, initial_limit=selected)
+    callback = _ConnectErrors()
+    state.add_callback_handler(callback)
+    fleet = Fleet(state)
+    # "No hosts remaining!" when every host failed to connect: reported per host below
+    with contextlib.suppress(PyinfraError):
+        connect_all(state)
+    for host in state.failed_hosts:
+        fleet.errors[host.name] = callback.errors.get(host.name, "could not connect")
+    return fleet
+
+
+def read_fleet(fleet: Fleet, fresh: bool = False) -> dict[str, HostFacts | str]:
+    """One ``ConntuneHost`` reading per connected host, in parallel; an error text on failure."""
+    from facts.conntune import ConntuneHost
+
+    def read(host: Host) -> HostFacts | str:
+        cached = None if fresh else getattr(host, _CACHE_ATTRIBUTE, None)
+        if cached is not None:
+            return cached
+        try:
+            with ctx_state.use(fleet.state), ctx_host.use(host):
+                facts = get_fact(fleet.state, host, ConntuneHost, apply_failed_hosts=False)
+        except Exception as error:  # any failure reading one host must not hide the others
+            return f"could not read the host: {error}"
+        setattr(host, _CACHE_ATTRIBUTE, facts)
+        return facts
+
+    greenlets = {fleet.state.pool.spawn(read, host): host for host in fleet.hosts}
+    results = {greenlets[g].name: g.get() for g in gevent.iwait(list(greenlets))}
+    return dict(sorted(results.items()))
+
+
+def converge_fleet(fleet: Fleet, deploy_function, hosts: list[str]) -> dict[str, str | None]:
+    """Run a deploy on some connected hosts; returns host -> error (None when it succeeded)."""
+    targets = [host for host in fleet.hosts if host.name in hosts]
+    if not targets:
+        return {}
+    state = fleet.state
+    state.set_stage(StateStage.Prepare)
+    with ctx_state.use(state):
+        add_deploy(state, deploy_function, host=targets)
+    state.set_stage(StateStage.Execute)
+    with contextlib.suppress(PyinfraError):  # every target failed: reported per host below
+        run_ops(state)
+    failed = {host.name for host in state.failed_hosts}
+    return {host.name: ("failed (see log)" if host.name in failed else None) for host in targets}
+
+
+def close_fleet(fleet: Fleet) -> None:
+    with contextlib.suppress(Exception):
+        disconnect_all(fleet.state)

@@ -1,0 +1,194 @@
+"""
+Whole-inventory jobs: audit (read only) and reconcile (audit, converge the drifting hosts with
+the deploy.py operations, audit again). pyinfra is reached only through conntune.pyinfra_api.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conntune import pyinfra_api
+from conntune.audit import DRIFT, OK, UNREACHABLE, HostAudit, audit_host, unreachable
+
+# Exit statuses of `conntune reconcile`, for schedulers (documented in the README).
+EXIT_OK = 0  # converged, or nothing to do
+EXIT_DRIFT = 2  # --check: some hosts drift from their plan (nothing was changed)
+EXIT_FAILED = 3  # some hosts could not be read, were refused, or failed to converge
+EXIT_LOCKED = 75  # another reconcile of the same inventory is running (EX_TEMPFAIL)
+
+
+def audit_fleet(fleet: pyinfra_api.Fleet, fresh: bool = False) -> list[HostAudit]:
+    rows = [unreachable(name, error) for name, error in fleet.errors.items()]
+    readings = pyinfra_api.read_fleet(fleet, fresh=fresh)
+    hosts = {host.name: host for host in fleet.hosts}
+    for name, facts in readings.items():
+        if isinstance(facts, str):
+            rows.append(unreachable(name, facts))
+        else:
+            rows.append(audit_host(name, facts, hosts[name].data.dict()))
+    return sorted(rows, key=lambda row: row.host)
+
+
+def audit(
+    inventory: str, limit: list[str] | None = None, data: dict | None = None
+) -> list[HostAudit]:
+    fleet = pyinfra_api.open_fleet(inventory, limit=limit, data=data)
+    try:
+        return audit_fleet(fleet)
+    finally:
+        pyinfra_api.close_fleet(fleet)
+
+
+class Locked(RuntimeError):
+    pass
+
+
+def lock_path(inventory: str) -> Path:
+    key = hashlib.sha256(os.path.abspath(inventory).encode()).hexdigest()[:16]
+    base = os.environ.get("CONNTUNE_LOCK_DIR") or (
+        "/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()
+    )
+    return Path(base) / f"conntune-reconcile-{key}.lock"
+
+
+@contextlib.contextmanager
+def inventory_lock(inventory: str) -> Iterator[Path]:
+    """One reconcile per inventory at a time: a second one fails at once, it does not queue."""
+    path = lock_path(inventory)
+    handle = open(path, "a+")  # noqa: SIM115 (held for the whole reconcile)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise Locked(
+                f"another conntune reconcile of {inventory} is running (pid {holder}, lock {path})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield path
+    finally:
+        handle.close()
+
+
+@dataclass
+class HostResult:
+    host: str
+    before: HostAudit
+    after: HostAudit | None = None
+    converged: bool = False
+    changed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "host": self.host,
+            "verdict_before": self.before.verdict,
+            "verdict_after": self.after.verdict if self.after else None,
+            "drift_before": self.before.drift,
+            "drift_after": self.after.drift if self.after else None,
+            "converged": self.converged,
+            "changed": self.changed,
+            "error": self.error,
+            "before": self.before.as_dict(),
+            "after": self.after.as_dict() if self.after else None,
+        }
+
+
+@dataclass
+class Reconciliation:
+    inventory: str
+    check: bool
+    started: float
+    finished: float = 0.0
+    results: list[HostResult] = field(default_factory=list)
+    exit_code: int = EXIT_OK
+
+    @property
+    def final_rows(self) -> list[HostAudit]:
+        return [result.after or result.before for result in self.results]
+
+    def as_dict(self) -> dict:
+        return {
+            "inventory": self.inventory,
+            "check": self.check,
+            "started": self.started,
+            "finished": self.finished,
+            "exit_code": self.exit_code,
+            "hosts": [result.as_dict() for result in self.results],
+        }
+
+
+def reconcile(
+    inventory: str,
+    deploy_function,
+    check: bool = False,
+    limit: list[str] | None = None,
+    data: dict | None = None,
+) -> Reconciliation:
+    """Audit; unless ``check``, converge every drifting host; audit again. Never prompts."""
+    run = Reconciliation(inventory=inventory, check=check, started=time.time())
+    fleet = pyinfra_api.open_fleet(inventory, limit=limit, data=data)
+    try:
+        before = audit_fleet(fleet)
+        run.results = [HostResult(row.host, row) for row in before]
+        failing = {r.host for r in before if r.verdict == UNREACHABLE or r.error}
+        drifting = [r.host for r in before if r.drift_count and r.host not in failing]
+        if check:
+            run.exit_code = EXIT_FAILED if failing else EXIT_DRIFT if drifting else EXIT_OK
+            return run
+        # refused hosts go through the deploy too: it reports why and changes nothing there
+        targets = drifting + [r.host for r in before if r.error and r.verdict != UNREACHABLE]
+        errors = pyinfra_api.converge_fleet(fleet, deploy_function, targets)
+        after = {row.host: row for row in audit_fleet(fleet, fresh=True)} if targets else {}
+        for result in run.results:
+            if result.host in after:
+                result.after = after[result.host]
+                result.changed = [d for d in result.before.drift if d not in result.after.drift]
+            result.error = errors.get(result.host) or result.before.error
+            if result.before.verdict == UNREACHABLE:
+                result.error = result.before.reason
+            final = result.after or result.before
+            result.converged = result.error is None and final.drift_count == 0
+        if not all(result.converged for result in run.results):
+            run.exit_code = EXIT_FAILED
+        return run
+    finally:
+        run.finished = time.time()
+        pyinfra_api.close_fleet(fleet)
+
+
+def describe(run: Reconciliation) -> str:
+    lines = []
+    for result in run.results:
+        final = result.after or result.before
+        if result.before.verdict == UNREACHABLE:
+            lines.append(f"{result.host}: unreachable: {result.before.reason}")
+        elif run.check:
+            what = f"{final.drift_count} drifting" if final.drift_count else "converged"
+            lines.append(f"{result.host}: {what} ({final.verdict}: {final.reason})")
+        elif result.error:
+            lines.append(f"{result.host}: FAILED: {result.error}")
+        elif result.changed:
+            lines.append(f"{result.host}: converged, {len(result.changed)} changed")
+            lines += [f"  {change}" for change in result.changed]
+        else:
+            lines.append(f"{result.host}: nothing to do ({final.verdict}: {final.reason})")
+    states = {EXIT_OK: "ok", EXIT_DRIFT: "drift found", EXIT_FAILED: "some hosts failed"}
+    lines.append(f"reconcile: {states.get(run.exit_code, run.exit_code)} "
+                 f"({len(run.results)} hosts, {run.finished - run.started:.1f} s)")  # fmt: skip
+    return "\n".join(lines)
+
+
+__all__ = ["DRIFT", "OK", "audit", "reconcile"]
