@@ -233,14 +233,13 @@ class Fleet:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` on host ``name`` over ssh (strict host key checking)."""
+        # stdin and input never together: gevent's subprocess (patched in by importing
+        # pyinfra_cli) refuses even stdin=None next to input
+        stream = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
         proc = subprocess.run(
-            self.ssh_argv(name, cmd, user),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-        )
+            self.ssh_argv(name, cmd, user), capture_output=True, text=True, timeout=timeout,
+            **stream,
+        )  # fmt: skip
         return _checked(proc, check)
 
     # -- pyinfra -------------------------------------------------------------------
