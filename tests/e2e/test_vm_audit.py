@@ -41,16 +41,21 @@ def test_full_table_is_reported_as_dropping(vm_lab, tmp_path):
         inventory = vm_lab.inventory([vm], tmp_path / "inventory.py")
         assert audit(inventory)["verdict"] in ("ok", "drift")
         vm.ssh(f"cat > /root/fill.py <<'EOF'\n{FILL}\nEOF")
-        vm.ssh("sysctl -q -w net.netfilter.nf_conntrack_max=64")
-        vm.ssh("python3 /root/fill.py 120", timeout=300)
+        # fill a 64-entry table over this one ssh session, then give the room back so the
+        # audit's own new SSH connection is not the packet that gets dropped
+        fill = (
+            "old=$(sysctl -n net.netfilter.nf_conntrack_max); "
+            "sysctl -q -w net.netfilter.nf_conntrack_max=64; python3 /root/fill.py {n}; "
+            "sysctl -q -w net.netfilter.nf_conntrack_max=$old"
+        )
+        vm.ssh(fill.format(n=120), timeout=300)
         first = audit(inventory)
         assert first["verdict"] == "dropping", first
         assert first["table_full_lines"] >= 1 and first["table_full_last"]
         assert first["drop"] > 0
-        assert first["usage_percent"] >= 90
         assert "table full" in first["reason"]
         assert first["drop"] == stat_totals(vm)["drop"]  # the same counter the kernel shows
-        vm.ssh("python3 /root/fill.py 60", timeout=300)
+        vm.ssh(fill.format(n=80), timeout=300)
         second = audit(inventory)
         assert second["drop"] > first["drop"]
     finally:
