@@ -266,6 +266,30 @@ def reconcile_command(inventory, limit, data, check, report_file, prometheus, ve
     sys.exit(run.exit_code)
 
 
+@main.command("revert")
+@_inventory
+@_limit
+@click.option("--report", "report_file", type=click.Path(dir_okay=False), help="JSON report.")
+@click.option("-v", "--verbose", is_flag=True, help="Show pyinfra's progress.")
+def revert_command(inventory, limit, report_file, verbose) -> None:
+    """Undo conntune on every host of INVENTORY: remove its files and CAKE, restore the live
+    values recorded before its first change (same as deploy.py with conntune_state: absent)."""
+    from deploys.conntune import tune
+
+    _logging(verbose)
+    try:
+        with fleet.inventory_lock(inventory):
+            run = fleet.reconcile(inventory, tune, limit=list(limit) or None,
+                                  data={"conntune_state": "absent"})  # fmt: skip
+    except fleet.Locked as locked:
+        click.echo(f"conntune: {locked}", err=True)
+        sys.exit(fleet.EXIT_LOCKED)
+    if report_file:
+        write_atomically(report_file, json.dumps(run.as_dict(), indent=2))
+    click.echo(fleet.describe(run, verb="revert").replace("converged,", "reverted,"))
+    sys.exit(run.exit_code)
+
+
 @main.command("schedule")
 @_inventory
 @click.option("--every", required=True, help="Period: 5m, 15m, 30m, 1h, 6h, 1d.")

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,9 +26,17 @@ EXIT_FAILED = 3  # some hosts could not be read, were refused, or failed to conv
 EXIT_LOCKED = 75  # another reconcile of the same inventory is running (EX_TEMPFAIL)
 
 
+def _progress(done: int, total: int) -> None:
+    """A one-line counter on a terminal; nothing when stderr is a file or a pipe."""
+    if sys.stderr.isatty():
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r\x1b[Kreading hosts: {done}/{total}{end}")
+        sys.stderr.flush()
+
+
 def audit_fleet(fleet: pyinfra_api.Fleet, fresh: bool = False) -> list[HostAudit]:
     rows = [unreachable(name, error) for name, error in fleet.errors.items()]
-    readings = pyinfra_api.read_fleet(fleet, fresh=fresh)
+    readings = pyinfra_api.read_fleet(fleet, fresh=fresh, progress=_progress)
     hosts = {host.name: host for host in fleet.hosts}
     for name, facts in readings.items():
         if isinstance(facts, str):
@@ -169,7 +178,7 @@ def reconcile(
         pyinfra_api.close_fleet(fleet)
 
 
-def describe(run: Reconciliation) -> str:
+def describe(run: Reconciliation, verb: str = "reconcile") -> str:
     lines = []
     for result in run.results:
         final = result.after or result.before
@@ -186,7 +195,7 @@ def describe(run: Reconciliation) -> str:
         else:
             lines.append(f"{result.host}: nothing to do ({final.verdict}: {final.reason})")
     states = {EXIT_OK: "ok", EXIT_DRIFT: "drift found", EXIT_FAILED: "some hosts failed"}
-    lines.append(f"reconcile: {states.get(run.exit_code, run.exit_code)} "
+    lines.append(f"{verb}: {states.get(run.exit_code, run.exit_code)} "
                  f"({len(run.results)} hosts, {run.finished - run.started:.1f} s)")  # fmt: skip
     return "\n".join(lines)
 

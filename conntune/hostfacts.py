@@ -58,7 +58,13 @@ class HostFacts:
     sysctl_file_lines: list[ConfLine] = field(default_factory=list)
     firewalld: Firewalld = field(default_factory=lambda: Firewalld(False, False, False))
     systemd: bool = False
+    sysctl_path: str | None = "/usr/sbin/sysctl"
+    conntrack_loadable: bool = True
+    etc_read_only: bool = False
+    etc_free_kb: int | None = None
+    varlib_free_kb: int | None = None
     docker_version: str | None = None
+    docker_chains: bool = False
     kube_proxy: bool = False
     cilium: bool = False
     owned_files: dict[str, str | None] = field(default_factory=dict)

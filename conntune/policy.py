@@ -6,14 +6,24 @@ decides, operations converge.
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass, field
 
 from conntune import paths, profiles, sizing
 from conntune.hostfacts import BUCKETS_KEY, MAX_KEY, HostFacts
-from conntune.render import render_cake_unit, render_original, render_sysctl_file
+from conntune.render import parse_original, render_cake_unit, render_original, render_sysctl_file
 from conntune.settings import InvalidSettings, SettingError, Settings
 from conntune.units import format_bytes, format_rate
 from facts.parse import modprobe_options
+
+# conntune's files are a few KiB: below this, a write would fail half way through a run
+MIN_FREE_KB = 64
+# What kube-proxy sets itself (pkg/proxy/conntrack): conntune does not fight over these
+KUBE_PROXY_KEYS = (MAX_KEY, BUCKETS_KEY, *profiles.KUBE_PROXY)
+# CVE-2025-54388: Docker before 28.3.3 did not restore its isolation rules after a firewalld
+# reload (domain.md §6)
+DOCKER_FIXED = (28, 3, 3)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,13 @@ class Plan:
     files: dict[str, str | None] = field(default_factory=dict)
     firewalld_restart: str = "on-change"
     firewalld_active: bool = False
+    # why a firewalld restart must not happen on this host (old Docker), or None
+    firewalld_restart_blocked: str | None = None
+    # check Docker's chains are back after a firewalld restart
+    verify_docker_chains: bool = False
+    # conntune_state: absent: the interface whose CAKE root qdisc is removed
+    cake_remove: str | None = None
+    state: str = "present"
     warnings: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
 
@@ -90,16 +107,43 @@ def plan(facts: HostFacts, settings: Settings) -> Plan:
     result = Plan(
         firewalld_restart=settings.firewalld_restart,
         firewalld_active=facts.firewalld.active,
+        state=settings.conntune_state,
     )
     errors: list[SettingError] = []
-    _plan_sizing(facts, settings, result, errors)
-    _plan_timeouts(facts, settings, result)
-    _plan_cake(facts, settings, result, errors)
-    if errors:
-        raise InvalidSettings(errors)
-    _plan_files(facts, result)
-    _report_neighbours(facts, result)
+    _check_host(facts, errors)
+    if settings.conntune_state == "absent":
+        if errors:
+            raise InvalidSettings(errors)
+        _plan_absent(facts, result)
+    else:
+        _plan_sizing(facts, settings, result, errors)
+        _plan_timeouts(facts, settings, result)
+        _plan_cake(facts, settings, result, errors)
+        if errors:
+            raise InvalidSettings(errors)
+        _resolve_conflicts(facts, settings, result)
+        _plan_files(facts, result)
+    _plan_firewalld(facts, settings, result)
     return result
+
+
+def _check_host(facts: HostFacts, errors: list[SettingError]) -> None:
+    """Host conditions that make any change unsafe: refused before anything is touched."""
+    if facts.sysctl_path is None:
+        errors.append(SettingError("sysctl", "the sysctl command (procps) is not installed"))
+    if not facts.conntrack_loaded and not facts.conntrack_loadable:
+        errors.append(
+            SettingError(
+                "nf_conntrack",
+                "the module is not loaded and cannot be loaded here (modprobe -n nf_conntrack "
+                "fails): nothing to tune",
+            )
+        )
+    if facts.etc_read_only:
+        errors.append(SettingError("/etc", "is on a read-only filesystem: settings cannot persist"))
+    for where, free in (("/etc", facts.etc_free_kb), ("/var/lib", facts.varlib_free_kb)):
+        if free is not None and free < MIN_FREE_KB:
+            errors.append(SettingError(where, f"its filesystem is full ({free} KiB free)"))
 
 
 def _plan_sizing(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingError]) -> None:
@@ -309,14 +353,89 @@ def _plan_files(facts: HostFacts, out: Plan) -> None:
         out.files[paths.ORIGINAL_FILE] = render_original(facts, out)
 
 
-def _report_neighbours(facts: HostFacts, out: Plan) -> None:
-    if facts.kube_proxy or facts.cilium:
-        who = " and ".join(
-            n for n, on in (("kube-proxy", facts.kube_proxy), ("Cilium", facts.cilium)) if on
-        )
-        out.warnings.append(f"{who} runs here and sets conntrack values itself: values may flap")
-    managed = set(out.sysctls) | {BUCKETS_KEY}
+def _sorts_after_ours(path: str) -> bool:
+    """Whether systemd-sysctl applies ``path`` after conntune's file (it then wins at boot)."""
+    if path in ("/etc/sysctl.conf",):  # Debian's 99-sysctl.conf links to it: read last
+        return True
+    return posixpath.basename(path) > posixpath.basename(paths.SYSCTL_FILE)
+
+
+def _resolve_conflicts(facts: HostFacts, s: Settings, out: Plan) -> None:
+    """
+    Keys another party also sets: a later sysctl file, or kube-proxy / Cilium at runtime. By
+    default conntune does not fight (the key is skipped, with the file and line); with
+    ``conntune_override_conflicts`` it manages the key anyway and says who else sets it.
+    """
+    owners: dict[str, list[str]] = {}
     for line in facts.sysctl_file_lines:
+        if line.path == paths.SYSCTL_FILE:
+            continue
         key = line.text.lstrip("-").split("=", 1)[0].strip().replace("/", ".")
-        if line.path != paths.SYSCTL_FILE and key in managed:
-            out.warnings.append(f"{line.path}:{line.lineno} also sets {key} ({line.text})")
+        if _sorts_after_ours(line.path):
+            owners.setdefault(key, []).append(f"{line.path}:{line.lineno} ({line.text})")
+        elif key in out.sysctls or key == BUCKETS_KEY:
+            out.warnings.append(f"{line.path}:{line.lineno} sets {key} too; conntune's file wins")
+    for name, present in (("kube-proxy", facts.kube_proxy), ("Cilium", facts.cilium)):
+        if present:
+            for key in KUBE_PROXY_KEYS:
+                owners.setdefault(key, []).append(f"{name} (sets it at runtime)")
+    for key, who in owners.items():
+        managed = key in out.sysctls or (key == BUCKETS_KEY and out.buckets is not None)
+        if not managed:
+            continue
+        if s.conntune_override_conflicts:
+            out.warnings.append(f"{key}: overriding {'; '.join(who)} (conntune_override_conflicts)")
+            continue
+        out.warnings.append(
+            f"{key}: skipped, also set by {'; '.join(who)} "
+            "(set conntune_override_conflicts: true to take it over)"
+        )
+        if key == MAX_KEY:
+            out.conntrack_max = None
+        elif key == BUCKETS_KEY:
+            out.buckets = None
+        else:
+            out.timeouts.pop(key, None)
+
+
+def _docker_version(text: str | None) -> tuple[int, ...] | None:
+    match = re.search(r"(\d+)\.(\d+)\.(\d+)", text or "")
+    return tuple(int(part) for part in match.groups()) if match else None
+
+
+def _plan_firewalld(facts: HostFacts, s: Settings, out: Plan) -> None:
+    if facts.docker_version is None or not facts.firewalld.active:
+        return
+    version = _docker_version(facts.docker_version)
+    out.verify_docker_chains = facts.docker_chains
+    if version is not None and version < DOCKER_FIXED and not s.firewalld_restart_old_docker:
+        out.firewalld_restart_blocked = (
+            f"{facts.docker_version} is older than 28.3.3 (CVE-2025-54388: container isolation "
+            "rules are not restored after a firewalld reload); firewalld is not restarted. "
+            "Upgrade Docker, or set firewalld_restart_old_docker: true and restart Docker after"
+        )
+        out.warnings.append(out.firewalld_restart_blocked)
+
+
+def _plan_absent(facts: HostFacts, out: Plan) -> None:
+    """Undo: remove conntune's files and CAKE, restore the live values recorded before."""
+    original_text = facts.owned_files.get(paths.ORIGINAL_FILE)
+    original = parse_original(original_text or "")
+    if original_text is None:
+        out.warnings.append(
+            f"{paths.ORIGINAL_FILE} is missing: live values cannot be restored, files only"
+        )
+    out.buckets = original.hashsize
+    out.timeouts = {key: value for key, value in original.sysctls.items() if key != MAX_KEY}
+    out.conntrack_max = original.sysctls.get(MAX_KEY)
+    if facts.sizing_writable is False:
+        out.conntrack_max = out.buckets = None
+    for iface, kind in original.qdiscs.items():
+        current = facts.root_qdisc(iface)
+        if kind != "cake" and current is not None and current.get("kind") == "cake":
+            out.cake_remove = iface
+    out.files = {path: None for path in paths.OWNED_FILES}
+    out.reasons.append(
+        "conntune_state: absent: remove conntune's files and CAKE, restore "
+        f"{len(original.sysctls) + (original.hashsize is not None)} recorded live values"
+    )

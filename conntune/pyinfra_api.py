@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 
@@ -139,8 +140,13 @@ def open_fleet(
     return fleet
 
 
-def read_fleet(fleet: Fleet, fresh: bool = False) -> dict[str, HostFacts | str]:
-    """One ``ConntuneHost`` reading per connected host, in parallel; an error text on failure."""
+def read_fleet(
+    fleet: Fleet, fresh: bool = False, progress: Callable[[int, int], None] | None = None
+) -> dict[str, HostFacts | str]:
+    """
+    One ``ConntuneHost`` reading per connected host, in parallel; an error text on failure.
+    ``progress(done, total)`` is called as hosts answer.
+    """
     from facts.conntune import ConntuneHost
 
     def read(host: Host) -> HostFacts | str:
@@ -156,7 +162,11 @@ def read_fleet(fleet: Fleet, fresh: bool = False) -> dict[str, HostFacts | str]:
         return facts
 
     greenlets = {fleet.state.pool.spawn(read, host): host for host in fleet.hosts}
-    results = {greenlets[g].name: g.get() for g in gevent.iwait(list(greenlets))}
+    results = {}
+    for greenlet in gevent.iwait(list(greenlets)):
+        results[greenlets[greenlet].name] = greenlet.get()
+        if progress:
+            progress(len(results), len(greenlets))
     return dict(sorted(results.items()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from conntune.hostfacts import BUCKETS_KEY, HostFacts
@@ -56,3 +57,28 @@ def render_original(facts: HostFacts, plan: Plan) -> str:
         qdisc = facts.root_qdisc(plan.cake.interface)
         lines.append(f"qdisc.{plan.cake.interface} = {qdisc.get('kind') if qdisc else 'none'}\n")
     return "".join(lines)
+
+
+@dataclass
+class Original:
+    """What ``render_original`` recorded: the live values before conntune's first change."""
+
+    sysctls: dict[str, int] = field(default_factory=dict)
+    hashsize: int | None = None
+    qdiscs: dict[str, str] = field(default_factory=dict)
+
+
+def parse_original(text: str) -> Original:
+    original = Original()
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key.startswith("#"):
+            continue
+        if key == HASHSIZE and value.isdigit():
+            original.hashsize = int(value)
+        elif key.startswith("qdisc."):
+            original.qdiscs[key.removeprefix("qdisc.")] = value
+        elif value.lstrip("-").isdigit():
+            original.sysctls[key] = int(value)
+    return original

@@ -13,7 +13,7 @@ from conntune.units import parse_rate_bit
 
 DIFFSERV_MODES = ("besteffort", "diffserv3", "diffserv4", "diffserv8", "precedence")
 FIREWALLD_RESTART = ("on-change", "never", "always")
-STATES = ("present",)
+STATES = ("present", "absent")
 
 # Every key conntune reads from host data, with its default.
 DEFAULTS: dict[str, object] = {
@@ -28,7 +28,9 @@ DEFAULTS: dict[str, object] = {
     "cake_bandwidth": None,
     "cake_diffserv": "besteffort",
     "firewalld_restart": "on-change",
+    "firewalld_restart_old_docker": False,
     "conntune_state": "present",
+    "conntune_override_conflicts": False,
 }
 KNOWN_TIMEOUTS = [profiles.short_name(key) for key in profiles.LINUX_DEFAULTS]
 _PREFIXES = ("conntrack_", "cake_", "conntune_", "firewalld_")
@@ -64,7 +66,9 @@ class Settings:
     cake_bandwidth_bit: int | None = None
     cake_diffserv: str = "besteffort"
     firewalld_restart: str = "on-change"
+    firewalld_restart_old_docker: bool = False
     conntune_state: str = "present"
+    conntune_override_conflicts: bool = False
 
 
 def _is_int(value: object) -> bool:
@@ -192,6 +196,8 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
         errors.append(
             SettingError("conntune_state", f"{state!r} is not one of {', '.join(STATES)}")
         )
+    old_docker = _bool("firewalld_restart_old_docker", get["firewalld_restart_old_docker"], errors)
+    override = _bool("conntune_override_conflicts", get["conntune_override_conflicts"], errors)
 
     if errors:
         raise InvalidSettings(errors)
@@ -207,6 +213,9 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
         cake_bandwidth_bit=bandwidth_bit,
         cake_diffserv=diffserv,
         firewalld_restart=restart,
+        firewalld_restart_old_docker=old_docker,
+        conntune_state=state,
+        conntune_override_conflicts=override,
     )
 
 

@@ -32,12 +32,18 @@ def tune() -> None:
             logger.error(f"{host.print_prefix}conntune: {error}")
         ops.refuse(name="Refuse invalid settings (nothing changed)", errors=errors)
         return
+    if facts.uid not in (0, None):
+        logger.warning(
+            f"{host.print_prefix}conntune: reading as uid {facts.uid}: a real run needs root "
+            "(set _sudo: True)"
+        )
     for warning in desired.warnings:
         logger.warning(f"{host.print_prefix}conntune: {warning}")
     if state.config.DIFF or state.print_noop_info:  # --diff or -v: explain the numbers
         for reason in desired.reasons:
             logger.info(f"{host.print_prefix}conntune: {reason}")
 
+    ops.require_root(name="Check for root", uid=facts.uid)
     ops.conntrack_live(
         name="Set live conntrack values",
         sysctls=desired.sysctls,
@@ -52,15 +58,18 @@ def tune() -> None:
             bandwidth_bit=desired.cake.bandwidth_bit,
             diffserv=desired.cake.diffserv,
         )
+    if desired.cake_remove is not None:
+        ops.cake_qdisc_absent(name="Remove the CAKE qdisc", interface=desired.cake_remove)
     # Live values are applied directly above: since firewalld 1.0 a restart no longer reloads
     # nf_conntrack (CleanupModulesOnExit=no), so it is needed only to re-read changed files.
-    if desired.firewalld_active and (
-        desired.firewalld_restart == "always"
-        or (desired.firewalld_restart == "on-change" and file_changes(facts, desired.files))
-    ):
+    wanted = desired.firewalld_restart == "always" or (
+        desired.firewalld_restart == "on-change" and file_changes(facts, desired.files)
+    )
+    if desired.firewalld_active and wanted and desired.firewalld_restart_blocked is None:
         ops.firewalld_restart(
             name="Restart firewalld and verify",
             sysctls=desired.sysctls,
             buckets=desired.buckets,
+            docker_chains=desired.verify_docker_chains,
             _if=None if desired.firewalld_restart == "always" else files.did_change,
         )

@@ -66,8 +66,15 @@ printf 'enabled=%s\n' "$(systemctl is-enabled firewalld 2>/dev/null)"
 printf 'version=%s\n' "$(dpkg-query -W -f='${{Version}}' firewalld 2>/dev/null || rpm -q --qf '%{{VERSION}}' firewalld 2>/dev/null)"
 printf 'cleanup_modules=%s\n' "$(sed -n 's/^CleanupModulesOnExit=//p' /etc/firewalld/firewalld.conf 2>/dev/null)"
 S systemd; [ -d /run/systemd/system ] && echo yes
+S tools
+printf 'sysctl=%s\n' "$(command -v sysctl)"
+printf 'conntrack_loadable=%s\n' "$(grep -q '^nf_conntrack ' /proc/modules 2>/dev/null || [ -e /proc/sys/net/netfilter/nf_conntrack_max ] || modprobe -n -q nf_conntrack 2>/dev/null && echo yes)"
+printf 'etc_options=%s\n' "$(findmnt -n -o OPTIONS -T /etc 2>/dev/null)"
+printf 'etc_free_kb=%s\n' "$(df -Pk /etc 2>/dev/null | awk 'NR==2 {{print $4}}')"
+printf 'varlib_free_kb=%s\n' "$(df -Pk /var/lib 2>/dev/null | awk 'NR==2 {{print $4}}')"
 S neighbours
 printf 'docker=%s\n' "$(dockerd --version 2>/dev/null || docker --version 2>/dev/null)"
+printf 'docker_chains=%s\n' "$(command -v dockerd >/dev/null 2>&1 && {{ iptables -n -L DOCKER >/dev/null 2>&1 || nft list chain ip filter DOCKER >/dev/null 2>&1; }} && echo yes)"
 printf 'kube_proxy=%s\n' "$(pgrep -x kube-proxy >/dev/null 2>&1 && echo yes)"
 printf 'cilium=%s\n' "$(pgrep -x cilium-agent >/dev/null 2>&1 && echo yes)"
 S cake_unit; systemctl is-enabled {CAKE_UNIT} 2>/dev/null
@@ -208,8 +215,16 @@ def host_facts(text: str) -> HostFacts:
     )
     facts.systemd = (s.get("systemd") or "").strip() == "yes"
 
+    tools = parse.key_values(s.get("tools", ""))
+    facts.sysctl_path = tools.get("sysctl") or None
+    facts.conntrack_loadable = tools.get("conntrack_loadable") == "yes"
+    facts.etc_read_only = "ro" in (tools.get("etc_options") or "").split(",")
+    facts.etc_free_kb = _int(tools.get("etc_free_kb"))
+    facts.varlib_free_kb = _int(tools.get("varlib_free_kb"))
+
     neighbours = parse.key_values(s.get("neighbours", ""))
     facts.docker_version = neighbours.get("docker") or None
+    facts.docker_chains = neighbours.get("docker_chains") == "yes"
     facts.kube_proxy = neighbours.get("kube_proxy") == "yes"
     facts.cilium = neighbours.get("cilium") == "yes"
     facts.cake_unit_enabled = (s.get("cake_unit") or "").strip() == "enabled"

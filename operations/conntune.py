@@ -76,20 +76,26 @@ def conntrack_live(
         return
     _show(["nf_conntrack module: not loaded → loaded"] if load else [])
     _show([str(change) for change in changes])
+    if load:  # values read before the module existed: write them all
+        yield _live_command(sysctls, buckets, load=True)
+    else:
+        new = {c.name: c.new for c in changes if c.name in sysctls}
+        hashsize_changed = any(c.name == "nf_conntrack hashsize" for c in changes)
+        yield _live_command(new, buckets if hashsize_changed else None)
 
+
+def _live_command(
+    sysctls: dict[str, object], buckets: int | None, load: bool = False
+) -> StringCommand:
+    """hash size first (the table is resized in place), then the sysctls, in order."""
     bits: list[object] = []
     if load:
         bits += ["modprobe", "nf_conntrack", "&&"]
-    if buckets is not None and any(change.name == "nf_conntrack hashsize" for change in changes):
+    if buckets is not None:
         bits += ["printf", "'%s\\n'", QuoteString(str(buckets)), ">", HASHSIZE_PATH, "&&"]
-    writes = [QuoteString(f"{c.name}={c.new}") for c in changes if c.name in sysctls]
-    if load:  # values read before the module existed: write them all
-        writes = [QuoteString(f"{key}={value}") for key, value in sysctls.items()]
-    if writes:
-        bits += ["sysctl", "-q", "-w", *writes]
-    else:
-        bits.append("true")
-    yield StringCommand(*bits)
+    writes = [QuoteString(f"{key}={value}") for key, value in sysctls.items()]
+    bits += ["sysctl", "-q", "-w", *writes] if writes else ["true"]
+    return StringCommand(*bits)
 
 
 def _write_file(path: str, content: str) -> list[object]:
@@ -133,8 +139,16 @@ def owned_files(files: dict[str, str | None]) -> Generator[StringCommand, None, 
     for change in changes:
         verb = "create" if change.old is None else "remove" if change.new is None else "modify"
         _show([f"{verb} {change.name}", *unified_diff(change.name, change.old, change.new)])
+    if enable_unit:
+        _show([f"enable {paths.CAKE_UNIT}"])
+    yield _files_command({c.name: c.new for c in changes}, enable_unit=enable_unit)
+
+
+def _files_command(files: dict[str, str | None], enable_unit: bool = False) -> StringCommand:
+    """Write (atomically) or remove each file; keep the CAKE unit's enablement in step."""
+    unit_changed = paths.CAKE_UNIT_FILE in files
     bits: list[object] = ["umask", "022"]
-    if unit_changed and not unit_wanted:
+    if unit_changed and files[paths.CAKE_UNIT_FILE] is None:
         bits += [
             "&&",
             "{",
@@ -147,17 +161,18 @@ def owned_files(files: dict[str, str | None]) -> Generator[StringCommand, None, 
             ";",
             "}",
         ]
-    for change in changes:
-        if change.new is None:
-            bits += ["&&", "rm", "-f", QuoteString(change.name)]
+    # when removing, the undo record goes last: everything else is undone by then
+    for path in sorted(files, key=lambda path: path == paths.ORIGINAL_FILE):
+        content = files[path]
+        if content is None:
+            bits += ["&&", "rm", "-f", QuoteString(path)]
         else:
-            bits += ["&&", *_write_file(change.name, change.new)]
+            bits += ["&&", *_write_file(path, content)]
     if unit_changed:
         bits += ["&&", "systemctl", "daemon-reload"]
     if enable_unit:
-        _show([f"enable {paths.CAKE_UNIT}"])
         bits += ["&&", "systemctl", "enable", paths.CAKE_UNIT]
-    yield StringCommand(*bits)
+    return StringCommand(*bits)
 
 
 @operation()
@@ -189,17 +204,70 @@ def cake_qdisc(
     )  # fmt: skip
 
 
-def _restart_and_verify(state, host, sysctls: dict[str, int], buckets: int | None) -> bool:
+@operation()
+def cake_qdisc_absent(interface: str) -> Generator[StringCommand, None, None]:
+    """
+    Remove a CAKE root qdisc: the interface falls back to the kernel's default qdisc.
+
+    + interface: the NIC whose root qdisc conntune set
+
+    **Example:**
+
+    .. code:: python
+
+        cake_qdisc_absent(name="Remove CAKE from eth0", interface="eth0")
+    """
+    qdisc = read_host(host).root_qdisc(interface)
+    if qdisc is None or qdisc.get("kind") != "cake":
+        host.noop(f"{interface} has no CAKE root qdisc")
+        return
+    _show([f"qdisc root dev {interface}: cake → (kernel default)"])
+    yield StringCommand("tc", "qdisc", "del", "dev", QuoteString(interface), "root")
+
+
+DOCKER_CHAINS = StringCommand(
+    "iptables", "-n", "-L", "DOCKER", ">/dev/null", "2>&1", "||",
+    "nft", "list", "chain", "ip", "filter", "DOCKER", ">/dev/null", "2>&1",
+)  # fmt: skip
+
+
+def _rollback(host, before, sysctls: dict[str, int], buckets: int | None) -> str:
+    """Put back the files and live values conntune changed in this run; say how that went."""
+    files = {path: before.owned_files.get(path) for path in before.owned_files}
+    old_values = {key: before.sysctls[key] for key in sysctls if key in before.sysctls}
+    old_buckets = before.buckets if buckets is not None else None
+    steps = [_files_command(files), _live_command(old_values, old_buckets)]
+    if before.firewalld.active:
+        steps.append(StringCommand("systemctl", "restart", "firewalld"))
+    for step in steps:
+        status, output = host.run_shell_command(step)
+        if not status:
+            return f"rollback failed at `{step.get_raw_value()[:60]}...`: {output.stderr}"
+    return "previous conntune files and live values restored"
+
+
+def _restart_and_verify(
+    state, host, sysctls: dict[str, int], buckets: int | None, docker_chains: bool
+) -> bool:
+    before = read_host(host)  # the reading this run planned from: the state to roll back to
     status, output = host.run_shell_command(StringCommand("systemctl", "restart", "firewalld"))
-    if not status:
-        logger.error(f"{host.print_prefix}firewalld restart failed: {output.stderr}")
+    problem = None if status else f"firewalld restart failed: {output.stderr.strip()}"
+    if problem is None:
+        mismatches: list[Change] = live_changes(read_host(host, fresh=True), sysctls, buckets)
+        if mismatches:
+            problem = "after the firewalld restart the live values differ: " + "; ".join(
+                map(str, mismatches)
+            )
+    if problem is not None:
+        outcome = _rollback(host, before, sysctls, buckets)
+        logger.error(f"{host.print_prefix}{problem}; {outcome}")
+        forget_host_facts(host)
         return False
-    facts = read_host(host, fresh=True)
-    mismatches: list[Change] = live_changes(facts, sysctls, buckets)
-    if mismatches:
+    if docker_chains and not host.run_shell_command(DOCKER_CHAINS)[0]:
         logger.error(
-            f"{host.print_prefix}after the firewalld restart the live values no longer match: "
-            + "; ".join(map(str, mismatches))
+            f"{host.print_prefix}Docker's firewall chains are gone after the firewalld restart: "
+            "containers have no NAT or isolation rules. Fix: `systemctl restart docker` (and "
+            "upgrade Docker to 28.3.3 or later, CVE-2025-54388)"
         )
         return False
     forget_host_facts(host)
@@ -208,13 +276,15 @@ def _restart_and_verify(state, host, sysctls: dict[str, int], buckets: int | Non
 
 @operation(is_idempotent=False, idempotent_notice="Restarts firewalld each time it runs; gate it.")
 def firewalld_restart(
-    sysctls: dict[str, int], buckets: int | None = None
+    sysctls: dict[str, int], buckets: int | None = None, docker_chains: bool = False
 ) -> Generator[FunctionCommand, None, None]:
     """
-    Restart firewalld, then check that the live conntrack values still match.
+    Restart firewalld, then check that the live conntrack values still match. If the restart
+    fails or the values moved, put back the previous conntune files and live values, and fail.
 
     + sysctls: the live values that must hold after the restart
     + buckets: the hash size that must hold after the restart
+    + docker_chains: also check that Docker's firewall chains came back
 
     **Example:**
 
@@ -224,7 +294,35 @@ def firewalld_restart(
         firewalld_restart(name="Restart firewalld", sysctls=..., _if=files.did_change)
     """
     _show(["firewalld: restart, then verify the live values"])
-    yield FunctionCommand(_restart_and_verify, (sysctls, buckets), {})
+    yield FunctionCommand(_restart_and_verify, (sysctls, buckets, docker_chains), {})
+
+
+def _require_root(state, host, uid: int) -> bool:
+    logger.error(
+        f"{host.print_prefix}conntune: connected as uid {uid} without root: conntune needs root "
+        "to change sysctls, /etc and qdiscs (set _sudo: True in the host data, or use --sudo); "
+        "nothing was changed on this host"
+    )
+    return False
+
+
+@operation(is_idempotent=False)
+def require_root(uid: int | None) -> Generator[FunctionCommand, None, None]:
+    """
+    Fail the host before any change when the connection has no root (no sudo).
+
+    + uid: the uid the host reading ran as
+
+    **Example:**
+
+    .. code:: python
+
+        require_root(name="Check privileges", uid=facts.uid)
+    """
+    if uid == 0 or uid is None:
+        host.noop("running as root")
+        return
+    yield FunctionCommand(_require_root, (uid,), {})
 
 
 def _refuse(state, host, errors: list[str]) -> bool:

@@ -1,0 +1,279 @@
+"""
+The bad-input matrix: every setting and every host fact conntune depends on, each wrong in a
+realistic way. Each must be refused by the policy, before any operation exists, with the
+setting (or the host condition) named. The deploy prints these as `[host] conntune: SETTING:
+reason` and fails that host only (tests/integration/test_deploy.py, test_safety.py).
+"""
+
+import pytest
+
+from conntune.hostfacts import Interface
+from conntune.policy import plan
+from conntune.settings import InvalidSettings, settings_from_data
+from tests.factories import kernel_sysctls, make_facts
+
+# (id, host data, host fact overrides, the setting the error must name, words in the reason)
+MATRIX = [
+    # --- timeouts
+    (
+        "unknown profile",
+        {"conntrack_timeout_profile": "mikrotik"},
+        {},
+        "conntrack_timeout_profile",
+        "unknown profile",
+    ),
+    (
+        "profile not a string",
+        {"conntrack_timeout_profile": 3},
+        {},
+        "conntrack_timeout_profile",
+        "unknown profile",
+    ),
+    (
+        "unknown timeout key",
+        {"conntrack_timeouts": {"tcp_timeout_bogus": 5}},
+        {},
+        "conntrack_timeouts.tcp_timeout_bogus",
+        "unknown timeout",
+    ),
+    (
+        "hashsize is not a timeout",
+        {"conntrack_timeouts": {"hashsize": 5}},
+        {},
+        "conntrack_timeouts.hashsize",
+        "unknown timeout",
+    ),
+    (
+        "negative timeout",
+        {"conntrack_timeouts": {"udp_timeout": -5}},
+        {},
+        "conntrack_timeouts.udp_timeout",
+        "whole number",
+    ),
+    (
+        "zero timeout",
+        {"conntrack_timeouts": {"udp_timeout": 0}},
+        {},
+        "conntrack_timeouts.udp_timeout",
+        "whole number",
+    ),
+    (
+        "fractional timeout",
+        {"conntrack_timeouts": {"udp_timeout": 2.5}},
+        {},
+        "conntrack_timeouts.udp_timeout",
+        "whole number",
+    ),
+    (
+        "timeout as text",
+        {"conntrack_timeouts": {"udp_timeout": "30s"}},
+        {},
+        "conntrack_timeouts.udp_timeout",
+        "whole number",
+    ),
+    (
+        "timeout bool",
+        {"conntrack_timeouts": {"udp_timeout": True}},
+        {},
+        "conntrack_timeouts.udp_timeout",
+        "whole number",
+    ),
+    (
+        "absurd timeout",
+        {"conntrack_timeouts": {"tcp_timeout_established": 10**10}},
+        {},
+        "conntrack_timeouts.tcp_timeout_established",
+        "whole number",
+    ),
+    (
+        "timeouts not a mapping",
+        {"conntrack_timeouts": ["udp_timeout=30"]},
+        {},
+        "conntrack_timeouts",
+        "mapping",
+    ),
+    (
+        "shell in timeout key",
+        {"conntrack_timeouts": {"udp_timeout;reboot": 30}},
+        {},
+        "conntrack_timeouts.udp_timeout;reboot",
+        "unknown timeout",
+    ),
+    # --- sizing
+    ("max zero", {"conntrack_max": 0}, {}, "conntrack_max", "positive integer"),
+    ("max negative", {"conntrack_max": -65536}, {}, "conntrack_max", "positive integer"),
+    ("max text", {"conntrack_max": "262144; reboot"}, {}, "conntrack_max", "positive integer"),
+    ("max float", {"conntrack_max": 1.5e6}, {}, "conntrack_max", "positive integer"),
+    (
+        "max below live count",
+        {"conntrack_max": 1000, "conntrack_allow_shrink": True},
+        {"sysctls": kernel_sysctls(count=5000)},
+        "conntrack_max",
+        "below the 5000",
+    ),
+    (
+        "max above memory budget",
+        {"conntrack_max": 64 * 2**20},
+        {},
+        "conntrack_max",
+        "conntrack_max_memory_percent",
+    ),
+    ("MemTotal unreadable", {}, {"mem_bytes": None}, "conntrack_max", "MemTotal"),
+    (
+        "allow_shrink not bool",
+        {"conntrack_allow_shrink": "yes"},
+        {},
+        "conntrack_allow_shrink",
+        "true or false",
+    ),
+    (
+        "ratio 16 (chain limit)",
+        {"conntrack_hashsize_ratio": 16},
+        {},
+        "conntrack_hashsize_ratio",
+        "chain",
+    ),
+    ("ratio 0", {"conntrack_hashsize_ratio": 0}, {}, "conntrack_hashsize_ratio", "outside 1..4"),
+    (
+        "ratio text",
+        {"conntrack_hashsize_ratio": "4"},
+        {},
+        "conntrack_hashsize_ratio",
+        "outside 1..4",
+    ),
+    (
+        "memory percent 0",
+        {"conntrack_max_memory_percent": 0},
+        {},
+        "conntrack_max_memory_percent",
+        "outside",
+    ),
+    (
+        "memory percent 90",
+        {"conntrack_max_memory_percent": 90},
+        {},
+        "conntrack_max_memory_percent",
+        "outside",
+    ),
+    # --- CAKE
+    ("bandwidth 0", {"cake_bandwidth": "0"}, {}, "cake_bandwidth", "above zero"),
+    ("bandwidth -5mbit", {"cake_bandwidth": "-5mbit"}, {}, "cake_bandwidth", "not a rate"),
+    ("bandwidth 1.5.0gbit", {"cake_bandwidth": "1.5.0gbit"}, {}, "cake_bandwidth", "not a rate"),
+    ("bandwidth fast", {"cake_bandwidth": "fast"}, {}, "cake_bandwidth", "not a rate"),
+    ("bandwidth 10tbit", {"cake_bandwidth": "10tbit"}, {}, "cake_bandwidth", "not a real link"),
+    (
+        "bandwidth unit typo",
+        {"cake_bandwidth": "100mbits"},
+        {},
+        "cake_bandwidth",
+        "unknown rate unit",
+    ),
+    ("bandwidth shell", {"cake_bandwidth": "1gbit $(reboot)"}, {}, "cake_bandwidth", "not a rate"),
+    (
+        "speed unknown, no bandwidth",
+        {},
+        {"interfaces": {"eth0": Interface("eth0", None, "up", True)}},
+        "cake_bandwidth",
+        "unknown",
+    ),
+    (
+        "interface does not exist",
+        {"cake_interface": "eth9"},
+        {},
+        "cake_interface",
+        "does not exist",
+    ),
+    (
+        "interface without carrier",
+        {"cake_interface": "eth1"},
+        {
+            "interfaces": {
+                "eth0": Interface("eth0", 1000, "up", True),
+                "eth1": Interface("eth1", 1000, "down", False),
+            }
+        },
+        "cake_interface",
+        "no carrier",
+    ),
+    (
+        "interface shell metacharacters",
+        {"cake_interface": "eth0;reboot"},
+        {},
+        "cake_interface",
+        "not an interface name",
+    ),
+    (
+        "interface too long",
+        {"cake_interface": "x" * 16},
+        {},
+        "cake_interface",
+        "not an interface name",
+    ),
+    ("no default route", {}, {"default_iface": None}, "cake_interface", "no default route"),
+    ("unknown diffserv", {"cake_diffserv": "diffserv5"}, {}, "cake_diffserv", "unknown mode"),
+    ("cake not bool", {"cake": "on"}, {}, "cake", "true or false"),
+    ("tc missing", {}, {"tc_path": None}, "cake", "tc (iproute2)"),
+    # --- firewalld, state, typos
+    (
+        "firewalld_restart typo",
+        {"firewalld_restart": "sometimes"},
+        {},
+        "firewalld_restart",
+        "not one of",
+    ),
+    (
+        "old docker flag not bool",
+        {"firewalld_restart_old_docker": "yes"},
+        {},
+        "firewalld_restart_old_docker",
+        "true or false",
+    ),
+    ("unknown state", {"conntune_state": "gone"}, {}, "conntune_state", "not one of"),
+    (
+        "override not bool",
+        {"conntune_override_conflicts": 1},
+        {},
+        "conntune_override_conflicts",
+        "true or false",
+    ),
+    (
+        "typo in a setting name",
+        {"conntrack_timout_profile": "server"},
+        {},
+        "conntrack_timout_profile",
+        "unknown setting",
+    ),
+    ("typo in a cake setting", {"cake_bandwith": "1gbit"}, {}, "cake_bandwith", "unknown setting"),
+    # --- the host itself
+    ("sysctl missing", {}, {"sysctl_path": None}, "sysctl", "not installed"),
+    (
+        "nf_conntrack not loadable",
+        {},
+        {"conntrack_loaded": False, "conntrack_loadable": False, "sysctls": {}},
+        "nf_conntrack",
+        "cannot be loaded",
+    ),
+    ("/etc read-only", {}, {"etc_read_only": True}, "/etc", "read-only"),
+    ("/etc full", {}, {"etc_free_kb": 12}, "/etc", "full"),
+    ("/var/lib full", {}, {"varlib_free_kb": 0}, "/var/lib", "full"),
+]
+
+
+def test_matrix_is_large_enough():
+    assert len(MATRIX) >= 40
+
+
+@pytest.mark.parametrize(
+    ("data", "facts", "setting", "words"),
+    [pytest.param(d, f, s, w, id=name) for name, d, f, s, w in MATRIX],
+)
+def test_bad_input_is_refused_naming_the_setting(data, facts, setting, words):
+    with pytest.raises(InvalidSettings) as refused:
+        plan(make_facts(**facts), settings_from_data(data))
+    errors = {error.setting: error.message for error in refused.value.errors}
+    assert setting in errors, errors
+    assert words in errors[setting], errors[setting]
+
+
+def test_good_input_passes_through_the_same_path():
+    assert plan(make_facts(), settings_from_data({})).conntrack_max == 65536
