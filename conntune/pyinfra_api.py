@@ -25,6 +25,7 @@ from pyinfra.api import (
     deploy,
     operation,
 )
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
@@ -45,6 +46,7 @@ __all__ = [
     "QuoteString",
     "StringCommand",
     "close_fleet",
+    "connector_arguments",
     "converge_fleet",
     "deploy",
     "forget_host_facts",
@@ -73,6 +75,15 @@ def read_host(host: Host, fresh: bool = False) -> HostFacts:
         cached = host.get_fact(ConntuneHost)
         setattr(host, _CACHE_ATTRIBUTE, cached)
     return cached
+
+
+def connector_arguments(host: Host) -> dict[str, object]:
+    """
+    How the current operation runs its commands (``_sudo``, ``_sudo_password``...), for the
+    extra commands a ``FunctionCommand`` sends: pyinfra does not pass them on by itself.
+    """
+    arguments = host.current_op_global_arguments or {}
+    return {key: arguments[key] for key in CONNECTOR_ARGUMENT_KEYS if key in arguments}
 
 
 def forget_host_facts(host: Host) -> None:

@@ -28,6 +28,7 @@ from conntune.pyinfra_api import (
     FunctionCommand,
     QuoteString,
     StringCommand,
+    connector_arguments,
     forget_host_facts,
     operation,
     read_host,
@@ -231,26 +232,35 @@ DOCKER_CHAINS = StringCommand(
 )  # fmt: skip
 
 
-def _rollback(host, before, sysctls: dict[str, int], buckets: int | None) -> str:
-    """Put back the files and live values conntune changed in this run; say how that went."""
+def _rollback(host, before, sysctls: dict[str, int], buckets: int | None, how: dict) -> str:
+    """
+    Put back the files and live values conntune changed in this run; say how that went.
+    firewalld is restarted on the old files before the live values are written back, so that
+    whatever its restart does, the values conntune found are the last ones written.
+    """
     files = {path: before.owned_files.get(path) for path in before.owned_files}
     old_values = {key: before.sysctls[key] for key in sysctls if key in before.sysctls}
     old_buckets = before.buckets if buckets is not None else None
-    steps = [_files_command(files), _live_command(old_values, old_buckets)]
+    steps = [_files_command(files)]
     if before.firewalld.active:
         steps.append(StringCommand("systemctl", "restart", "firewalld"))
+    steps.append(_live_command(old_values, old_buckets))
+    failures = []
     for step in steps:
-        status, output = host.run_shell_command(step)
+        status, output = host.run_shell_command(step, **how)
         if not status:
-            return f"rollback failed at `{step.get_raw_value()[:60]}...`: {output.stderr}"
+            failures.append(f"`{step.get_raw_value()[:50]}...`: {output.stderr.strip()}")
+    if failures:
+        return "rollback incomplete: " + "; ".join(failures)
     return "previous conntune files and live values restored"
 
 
 def _restart_and_verify(
-    state, host, sysctls: dict[str, int], buckets: int | None, docker_chains: bool
+    state, host, sysctls: dict[str, int], buckets: int | None, docker_chains: bool, how: dict
 ) -> bool:
     before = read_host(host)  # the reading this run planned from: the state to roll back to
-    status, output = host.run_shell_command(StringCommand("systemctl", "restart", "firewalld"))
+    restart = StringCommand("systemctl", "restart", "firewalld")
+    status, output = host.run_shell_command(restart, **how)
     problem = None if status else f"firewalld restart failed: {output.stderr.strip()}"
     if problem is None:
         mismatches: list[Change] = live_changes(read_host(host, fresh=True), sysctls, buckets)
@@ -259,11 +269,11 @@ def _restart_and_verify(
                 map(str, mismatches)
             )
     if problem is not None:
-        outcome = _rollback(host, before, sysctls, buckets)
+        outcome = _rollback(host, before, sysctls, buckets, how)
         logger.error(f"{host.print_prefix}{problem}; {outcome}")
         forget_host_facts(host)
         return False
-    if docker_chains and not host.run_shell_command(DOCKER_CHAINS)[0]:
+    if docker_chains and not host.run_shell_command(DOCKER_CHAINS, **how)[0]:
         logger.error(
             f"{host.print_prefix}Docker's firewall chains are gone after the firewalld restart: "
             "containers have no NAT or isolation rules. Fix: `systemctl restart docker` (and "
@@ -294,7 +304,8 @@ def firewalld_restart(
         firewalld_restart(name="Restart firewalld", sysctls=..., _if=files.did_change)
     """
     _show(["firewalld: restart, then verify the live values"])
-    yield FunctionCommand(_restart_and_verify, (sysctls, buckets, docker_chains), {})
+    how = connector_arguments(host)
+    yield FunctionCommand(_restart_and_verify, (sysctls, buckets, docker_chains, how), {})
 
 
 def _require_root(state, host, uid: int) -> bool:

@@ -33,7 +33,13 @@ def live_state() -> str:
         )
         if os.path.exists(p)
     ]
-    qdisc = subprocess.run(["tc", "qdisc", "show"], capture_output=True, text=True).stdout
+    # the egress NIC only: other tests' containers come and go with their veths meanwhile
+    route = subprocess.run(["ip", "-o", "route", "show", "default"], capture_output=True,
+                           text=True).stdout.split()  # fmt: skip
+    dev = route[route.index("dev") + 1] if "dev" in route else "lo"
+    qdisc = subprocess.run(
+        ["tc", "qdisc", "show", "dev", dev], capture_output=True, text=True
+    ).stdout
     return "\n".join([*values, *owned, qdisc])
 
 
