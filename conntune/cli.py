@@ -1,24 +1,28 @@
-"""The ``conntune`` command line: explain a plan, list the profiles."""
+"""The ``conntune`` command line: plan, profiles, audit, reconcile, revert, watch, schedule."""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
 import psutil
 
-from conntune import fleet, profiles, report
+from conntune import fleet, profiles, report, watch
 from conntune.hostfacts import HostFacts, Interface
 from conntune.policy import Plan, plan
 from conntune.report import write_atomically
 from conntune.schedule import Schedule
 from conntune.settings import InvalidSettings, settings_from_data
 from conntune.units import format_bytes, parse_size_bytes
+from conntune.watcher import Watcher
 
 
 def _route_dev_from_proc() -> str | None:
@@ -288,6 +292,45 @@ def revert_command(inventory, limit, report_file, verbose) -> None:
         write_atomically(report_file, json.dumps(run.as_dict(), indent=2))
     click.echo(fleet.describe(run, verb="revert").replace("converged,", "reverted,"))
     sys.exit(run.exit_code)
+
+
+@main.command("watch")
+@_inventory
+@_limit
+@click.option("--interval", type=click.FloatRange(min=0.2), default=1.0, show_default=True,
+              help="Seconds between samples.")  # fmt: skip
+@click.option("--once", is_flag=True, help="Two samples --interval apart, print the rates, exit.")
+@click.option("--json", "as_json", is_flag=True, help="JSON (with --once: one document).")
+def watch_command(inventory, limit, interval, once, as_json) -> None:
+    """Live conntrack pressure and CAKE queues, per host, refreshed in place (Ctrl-C stops)."""
+    _logging(False)
+    # Ctrl-C and a scheduler's SIGTERM only raise a flag: the loop then closes every connection
+    # itself (an exception thrown into pyinfra's gevent hub mid-sample can leave it waiting)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    watcher = Watcher(inventory, limit=list(limit) or None, timeout=max(3.0, 2 * interval))
+    color = sys.stdout.isatty() and not as_json
+    try:
+        watcher.start()
+        while not stop.is_set():
+            deadline = time.monotonic() + interval
+            while not stop.is_set() and time.monotonic() < deadline:
+                time.sleep(min(0.1, interval))
+            if stop.is_set():
+                break
+            views = watcher.step()
+            if as_json:
+                document = {"interval_s": interval, "hosts": [v.as_dict() for v in views]}
+                click.echo(json.dumps(document, indent=None if not once else 2))
+            elif color:
+                click.echo("\x1b[H\x1b[2J" + watch.render(views, color=True), nl=True)
+            else:
+                click.echo(watch.render(views, color=False) + "\n")
+            if once:
+                break
+    finally:
+        watcher.close()
 
 
 @main.command("schedule")

@@ -54,6 +54,7 @@ __all__ = [
     "operation",
     "read_fleet",
     "read_host",
+    "run_on_hosts",
 ]
 
 _CACHE_ATTRIBUTE = "_conntune_host_facts"
@@ -197,6 +198,35 @@ def converge_fleet(fleet: Fleet, deploy_function, hosts: list[str]) -> dict[str,
     return {host.name: ("failed (see log)" if host.name in failed else None) for host in targets}
 
 
-def close_fleet(fleet: Fleet) -> None:
-    with contextlib.suppress(Exception):
+def close_fleet(fleet: Fleet, timeout: float = 10) -> None:
+    """Disconnect every host; a connection stuck on a host that stopped answering is dropped."""
+    with contextlib.suppress(Exception), gevent.Timeout(timeout, False):
         disconnect_all(fleet.state)
+
+
+def run_on_hosts(
+    fleet: Fleet, commands: dict[str, str], timeout: float
+) -> dict[str, str | Exception]:
+    """
+    Run one command per host in parallel over the connections ``open_fleet`` keeps open (a new
+    SSH channel each time, no new login). A host that fails gives its exception, not a crash.
+    """
+
+    def run(host: Host) -> str | Exception:
+        try:
+            with gevent.Timeout(timeout):
+                status, output = host.run_shell_command(
+                    StringCommand(commands[host.name]), _timeout=int(timeout)
+                )
+        except BaseException as error:  # gevent.Timeout is a BaseException
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            return error if isinstance(error, Exception) else TimeoutError(str(error))
+        if not status:
+            return RuntimeError(output.stderr.strip() or "command failed")
+        return output.stdout
+
+    hosts = [host for host in fleet.hosts if host.name in commands]
+    greenlets = {fleet.state.pool.spawn(run, host): host for host in hosts}
+    gevent.joinall(list(greenlets))
+    return {greenlets[g].name: g.get() for g in greenlets}

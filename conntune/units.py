@@ -87,6 +87,8 @@ def parse_size_bytes(value: object) -> int:
 
 def format_rate(bits: int) -> str:
     """The shortest exact tc spelling of a bit rate: 1000000000 -> ``1gbit``."""
+    if bits == 0:
+        return "0bit"
     for unit in ("tbit", "gbit", "mbit", "kbit"):
         scale = _RATE_UNITS[unit]
         if bits % scale == 0:
@@ -99,3 +101,11 @@ def format_bytes(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} B"
+
+
+def human_rate(bits: float) -> str:
+    """A measured rate for people: ``9.9 Mbit``."""
+    for unit, scale in (("Gbit", 10**9), ("Mbit", 10**6), ("kbit", 10**3)):
+        if bits >= scale:
+            return f"{bits / scale:.1f} {unit}"
+    return f"{bits:.0f} bit"

@@ -1,0 +1,233 @@
+"""
+`conntune watch`: second-by-second conntrack pressure and CAKE behaviour, as rates. Pure
+Python: the sample command, its parser, the rates between two samples, and the rendering.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict, dataclass, field
+
+from conntune.audit import AT_RISK
+from conntune.units import human_rate
+from facts import parse
+from facts.host_state import MARKER, split_sections
+
+COUNTERS = ("drop", "early_drop", "insert_failed", "chaintoolong")
+
+
+def sample_command(interface: str | None) -> str:
+    """One short remote command per sample: counters only, no tool that forks much."""
+    qdisc = f"tc -j -s qdisc show dev {shlex.quote(interface)} 2>/dev/null" if interface else "true"
+    return (
+        f"S() {{ printf '\\n{MARKER}%s\\n' \"$1\"; }}; "
+        "S count; cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null; "
+        "S max; cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null; "
+        "S buckets; cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null; "
+        "S stat; cat /proc/net/stat/nf_conntrack 2>/dev/null || conntrack -S 2>/dev/null; "
+        "S tablefull; dmesg 2>/dev/null | grep -ci 'conntrack.*table full'; "
+        f"S qdisc; {qdisc}; S end"
+    )
+
+
+@dataclass
+class Sample:
+    at: float  # controller clock, seconds
+    count: int | None = None
+    max: int | None = None
+    buckets: int | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+    table_full: int = 0
+    qdisc: dict | None = None
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None
+
+
+def parse_sample(text: str, at: float) -> Sample:
+    sections = split_sections(text)
+    stat_text = sections.get("stat", "")
+    stats = parse.conntrack_stat(stat_text) or parse.conntrack_cli_stats(stat_text)
+    counters = {name: stats[name] for name in COUNTERS if name in stats}
+    if "chaintoolong" not in counters and "chainlength" in stats:
+        counters["chaintoolong"] = stats["chainlength"]  # /proc/net/stat's name for it
+    roots = [q for q in parse.qdiscs(sections.get("qdisc", "")) if q.get("root")]
+    return Sample(
+        at=at,
+        count=_int(sections.get("count")),
+        max=_int(sections.get("max")),
+        buckets=_int(sections.get("buckets")),
+        counters=counters,
+        table_full=_int(sections.get("tablefull")) or 0,
+        qdisc=roots[0] if roots else None,
+    )
+
+
+@dataclass
+class Tin:
+    name: str
+    throughput_bit: float
+    peak_delay_us: int | None
+    avg_delay_us: int | None
+    sparse_delay_us: int | None
+    target_us: int | None
+    sparse_flows: int | None
+    bulk_flows: int | None
+    unresponsive_flows: int | None
+    drops_per_s: float
+    ecn_marks_per_s: float
+
+
+@dataclass
+class HostView:
+    host: str
+    stale: bool = False
+    error: str | None = None
+    interval_s: float | None = None
+    count: int | None = None
+    max: int | None = None
+    usage_percent: float | None = None
+    entries_per_bucket: float | None = None
+    per_second: dict[str, float] = field(default_factory=dict)
+    table_full_since_start: int = 0
+    qdisc_kind: str | None = None
+    qdisc_throughput_bit: float | None = None
+    qdisc_backlog_bytes: int | None = None
+    qdisc_drops_per_s: float | None = None
+    qdisc_ecn_marks_per_s: float | None = None
+    tins: list[Tin] = field(default_factory=list)
+    attention: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+_TIN_NAMES = {
+    1: ["besteffort"],
+    3: ["bulk", "besteffort", "voice"],
+    4: ["bulk", "besteffort", "video", "voice"],
+}
+
+
+def _rate(new: float | None, old: float | None, seconds: float) -> float:
+    if new is None or old is None or seconds <= 0:
+        return 0.0
+    return max(0.0, (new - old) / seconds)  # counters reset (reboot): no negative rate
+
+
+def view(host: str, first: Sample, previous: Sample, current: Sample) -> HostView:
+    """Rates between two samples, levels from the current one, what needs attention."""
+    seconds = current.at - previous.at
+    out = HostView(host=host, interval_s=round(seconds, 3), count=current.count, max=current.max)
+    if current.count is not None and current.max:
+        out.usage_percent = round(100 * current.count / current.max, 1)
+        if out.usage_percent >= AT_RISK:
+            out.attention.append(f"table {out.usage_percent:.0f} % full")
+    if current.count is not None and current.buckets:
+        out.entries_per_bucket = round(current.count / current.buckets, 2)
+    for name in COUNTERS:
+        rate = _rate(current.counters.get(name), previous.counters.get(name), seconds)
+        out.per_second[name] = round(rate, 2)
+        if rate > 0 and name in ("drop", "insert_failed", "chaintoolong"):
+            out.attention.append(f"{name} {rate:.1f}/s")
+    out.table_full_since_start = max(0, current.table_full - first.table_full)
+    if out.table_full_since_start:
+        out.attention.append(f"{out.table_full_since_start} table-full lines")
+    _qdisc(out, previous.qdisc, current.qdisc, seconds)
+    return out
+
+
+def _qdisc(out: HostView, old: dict | None, new: dict | None, seconds: float) -> None:
+    if new is None:
+        return
+    old = old or {}
+    out.qdisc_kind = new.get("kind")
+    out.qdisc_throughput_bit = round(_rate(new.get("bytes"), old.get("bytes"), seconds) * 8)
+    out.qdisc_backlog_bytes = new.get("backlog")
+    out.qdisc_drops_per_s = round(_rate(new.get("drops"), old.get("drops"), seconds), 2)
+    if out.qdisc_drops_per_s:
+        out.attention.append(f"qdisc drops {out.qdisc_drops_per_s:.1f}/s")
+    tins, old_tins = new.get("tins") or [], old.get("tins") or []
+    names = _TIN_NAMES.get(len(tins), [f"tin{i}" for i in range(len(tins))])
+    ecn_total = 0.0
+    for index, tin in enumerate(tins):
+        before = old_tins[index] if index < len(old_tins) else {}
+        ecn = _rate(tin.get("ecn_mark"), before.get("ecn_mark"), seconds)
+        ecn_total += ecn
+        entry = Tin(
+            name=names[index],
+            throughput_bit=round(
+                _rate(tin.get("sent_bytes"), before.get("sent_bytes"), seconds) * 8
+            ),
+            peak_delay_us=tin.get("peak_delay_us"),
+            avg_delay_us=tin.get("avg_delay_us"),
+            sparse_delay_us=tin.get("base_delay_us"),  # tc prints it as "sp_delay"
+            target_us=tin.get("target_us"),
+            sparse_flows=tin.get("sparse_flows"),
+            bulk_flows=tin.get("bulk_flows"),
+            unresponsive_flows=tin.get("unresponsive_flows"),
+            drops_per_s=round(_rate(tin.get("drops"), before.get("drops"), seconds), 2),
+            ecn_marks_per_s=round(ecn, 2),
+        )
+        out.tins.append(entry)
+        if entry.avg_delay_us and entry.target_us and entry.avg_delay_us > entry.target_us:
+            out.attention.append(
+                f"{entry.name} delay {entry.avg_delay_us / 1000:.1f} ms > target "
+                f"{entry.target_us / 1000:.1f} ms"
+            )
+    out.qdisc_ecn_marks_per_s = round(ecn_total, 2) if tins else None
+
+
+def _bar(percent: float | None, width: int = 20) -> str:
+    if percent is None:
+        return "[" + " " * width + "]"
+    filled = min(width, round(width * percent / 100))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def render(views: list[HostView], color: bool) -> str:
+    """The screen (or, without a terminal, plain lines): one block per host."""
+
+    def hot(text: str) -> str:
+        return f"\x1b[1;31m{text}\x1b[0m" if color else text
+
+    lines = []
+    for v in views:
+        if v.stale:
+            lines.append(hot(f"{v.host}: STALE ({v.error})"))
+            continue
+        usage = "-" if v.usage_percent is None else f"{v.usage_percent:5.1f} %"
+        head = f"{v.host}: conntrack {v.count}/{v.max} {_bar(v.usage_percent)} {usage}"
+        head += f"  {v.entries_per_bucket} per bucket" if v.entries_per_bucket is not None else ""
+        lines.append(head)
+        rates = "  ".join(f"{name} {v.per_second.get(name, 0):.1f}/s" for name in COUNTERS)
+        lines.append(f"  {rates}  table-full lines {v.table_full_since_start}")
+        if v.qdisc_kind:
+            lines.append(
+                f"  qdisc {v.qdisc_kind}: {human_rate(v.qdisc_throughput_bit or 0)}/s sent, "
+                f"backlog {v.qdisc_backlog_bytes} B, drops {v.qdisc_drops_per_s:.1f}/s"
+                + (
+                    f", ecn {v.qdisc_ecn_marks_per_s:.1f}/s"
+                    if v.qdisc_ecn_marks_per_s is not None
+                    else ""
+                )
+            )
+        for tin in v.tins:
+            lines.append(
+                f"    {tin.name:<10} {human_rate(tin.throughput_bit)}/s  "
+                f"delay pk {_ms(tin.peak_delay_us)} av {_ms(tin.avg_delay_us)} "
+                f"sp {_ms(tin.sparse_delay_us)} (target {_ms(tin.target_us)})  flows "
+                f"{tin.sparse_flows}/{tin.bulk_flows}/{tin.unresponsive_flows} "
+                f"(sparse/bulk/unresp)  drops {tin.drops_per_s:.1f}/s"
+            )
+        if v.attention:
+            lines.append(hot("  ! " + "; ".join(v.attention)))
+    return "\n".join(lines)
+
+
+def _ms(us: int | None) -> str:
+    return "-" if us is None else f"{us / 1000:.1f}ms"

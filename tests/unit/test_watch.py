@@ -1,0 +1,61 @@
+"""Watch: samples parsed from real output, rates between two samples, the rendering."""
+
+import json
+from pathlib import Path
+
+from conntune.watch import Sample, parse_sample, render, sample_command, view
+from facts.host_state import MARKER
+
+CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured" / "debian12-6.1"
+CAKE_1G = "tc_j_s_qdisc_dev_eth0.cake_1000mbit.json"
+CAKE_10M = "tc_j_s_qdisc_dev_eth0.cake_10mbit_diffserv4_traffic.json"
+
+
+def sample_text(stat: str, qdisc: str, count: int, tablefull: int) -> str:
+    return (
+        f"\n{MARKER}count\n{count}\n{MARKER}max\n64\n{MARKER}buckets\n1024\n"
+        f"{MARKER}stat\n{(CAPTURED / stat).read_text()}\n{MARKER}tablefull\n{tablefull}\n"
+        f"{MARKER}qdisc\n{(CAPTURED / qdisc).read_text()}\n{MARKER}end\n"
+    )
+
+
+def test_sample_command_quotes_the_interface():
+    assert "dev 'eth0; reboot'" in sample_command("eth0; reboot")
+    assert "tc -j" not in sample_command(None)
+
+
+def test_rates_from_two_real_samples():
+    before = parse_sample(sample_text("proc_net_stat_nf_conntrack.idle.txt", CAKE_1G, 6, 0), 100.0)
+    after = parse_sample(
+        sample_text("proc_net_stat_nf_conntrack.after_overflow.txt", CAKE_10M, 64, 20), 102.0
+    )
+    assert after.counters["drop"] == 1026 and after.counters["early_drop"] == 359
+    v = view("vm", before, before, after)
+    assert v.interval_s == 2.0
+    assert v.per_second["drop"] == 513.0  # (1026 - 0) / 2 s
+    assert v.usage_percent == 100.0
+    assert v.table_full_since_start == 20
+    assert v.qdisc_kind == "cake"
+    new = json.loads((CAPTURED / CAKE_10M).read_text())[0]
+    old = json.loads((CAPTURED / CAKE_1G).read_text())[0]
+    assert v.qdisc_throughput_bit == round((new["bytes"] - old["bytes"]) / 2 * 8)
+    assert [tin.name for tin in v.tins] == ["bulk", "besteffort", "video", "voice"]
+    assert v.tins[1].peak_delay_us == new["tins"][1]["peak_delay_us"]
+    assert v.tins[1].sparse_delay_us == new["tins"][1]["base_delay_us"]
+    assert any(item.startswith("drop ") for item in v.attention)
+    assert "table 100 % full" in v.attention
+    text = render([v], color=False)
+    assert "\x1b" not in text and "vm: conntrack 64/64" in text and "besteffort" in text
+    assert "\x1b[1;31m" in render([v], color=True)
+
+
+def test_counter_reset_gives_no_negative_rate():
+    old = Sample(at=0, counters={"drop": 50})
+    new = Sample(at=1, counters={"drop": 3})
+    assert view("h", old, old, new).per_second["drop"] == 0.0
+
+
+def test_stale_host_renders():
+    from conntune.watch import HostView
+
+    assert "h: STALE (timed out)" in render([HostView("h", stale=True, error="timed out")], False)
