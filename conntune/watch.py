@@ -70,7 +70,9 @@ def parse_sample(text: str, at: float) -> Sample:
 @dataclass
 class Tin:
     name: str
-    throughput_bit: float
+    # sch_cake counts a tin's sent_bytes at enqueue (cake_enqueue: b->bytes += len), dropped
+    # packets included: it is the load offered to the tin, not what left it
+    offered_bit: float
     peak_delay_us: int | None
     avg_delay_us: int | None
     sparse_delay_us: int | None
@@ -160,7 +162,7 @@ def _qdisc(out: HostView, old: dict | None, new: dict | None, seconds: float) ->
         ecn_total += ecn
         entry = Tin(
             name=names[index],
-            throughput_bit=round(
+            offered_bit=round(
                 _rate(tin.get("sent_bytes"), before.get("sent_bytes"), seconds) * 8
             ),
             peak_delay_us=tin.get("peak_delay_us"),
@@ -218,7 +220,7 @@ def render(views: list[HostView], color: bool) -> str:
             )
         for tin in v.tins:
             lines.append(
-                f"    {tin.name:<10} {human_rate(tin.throughput_bit)}/s  "
+                f"    {tin.name:<10} offered {human_rate(tin.offered_bit)}/s  "
                 f"delay pk {_ms(tin.peak_delay_us)} av {_ms(tin.avg_delay_us)} "
                 f"sp {_ms(tin.sparse_delay_us)} (target {_ms(tin.target_us)})  flows "
                 f"{tin.sparse_flows}/{tin.bulk_flows}/{tin.unresponsive_flows} "

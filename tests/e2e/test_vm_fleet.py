@@ -74,8 +74,10 @@ def test_dry_run_lists_every_change_and_changes_nothing(fleet):
 def test_apply_sizes_each_vm_by_its_ram(fleet):
     lab, inventory, small, large = fleet
     fw_before = {vm.name: firewalld_start(vm) for vm in (small, large)}
-    result = lab.pyinfra(inventory, "deploy.py", "-y")
+    result = lab.pyinfra(inventory, "deploy.py", "-y", "--debug")
     assert result.returncode == 0, out(result)
+    # a first apply: read, live values, files, CAKE, firewalld restart, its check
+    assert commands_per_host(out(result)) == {"bw-small": 6, "bw-large": 6}
     wanted = {}
     for vm in (small, large):
         want = expected_max(mem_total_bytes(vm))

@@ -75,7 +75,7 @@ def test_watch_shows_cake_and_conntrack_pressure(vm_lab, tmp_path):
         assert shaped["qdisc_drops_per_s"] > 0
         besteffort = next(t for t in shaped["tins"] if t["name"] == "besteffort")
         assert besteffort["avg_delay_us"] > 0 and besteffort["peak_delay_us"] > 0
-        assert besteffort["throughput_bit"] > 0
+        assert besteffort["offered_bit"] >= shaped["qdisc_throughput_bit"] * 0.9
         vm.ssh("pkill -f /root/flood.py", check=False)
 
         # a 64-entry table filled while the watch samples over its already-open connection
