@@ -252,22 +252,28 @@ def reconcile_command(inventory, limit, data, check, report_file, prometheus, ve
     Exit status: 0 converged or nothing to do, 2 drift found (--check), 3 some hosts failed,
     75 another reconcile of the same inventory is running.
     """
+    _logging(verbose)
+    run = _locked_reconcile(inventory, limit, _parse_data(data), check, report_file)
+    if prometheus:
+        write_atomically(prometheus, report.prometheus(run.final_rows, previous=Path(prometheus)))
+    click.echo(fleet.describe(run))
+    sys.exit(run.exit_code)
+
+
+def _locked_reconcile(inventory, limit, data, check, report_file) -> fleet.Reconciliation:
+    """One reconcile per inventory at a time (exit 75 otherwise); the JSON report if asked."""
     from deploys.conntune import tune
 
-    _logging(verbose)
     try:
         with fleet.inventory_lock(inventory):
             run = fleet.reconcile(inventory, tune, check=check, limit=list(limit) or None,
-                                  data=_parse_data(data))  # fmt: skip
+                                  data=data)  # fmt: skip
     except fleet.Locked as locked:
         click.echo(f"conntune: {locked}", err=True)
         sys.exit(fleet.EXIT_LOCKED)
     if report_file:
         write_atomically(report_file, json.dumps(run.as_dict(), indent=2))
-    if prometheus:
-        write_atomically(prometheus, report.prometheus(run.final_rows, previous=Path(prometheus)))
-    click.echo(fleet.describe(run))
-    sys.exit(run.exit_code)
+    return run
 
 
 @main.command("revert")
@@ -278,18 +284,8 @@ def reconcile_command(inventory, limit, data, check, report_file, prometheus, ve
 def revert_command(inventory, limit, report_file, verbose) -> None:
     """Undo conntune on every host of INVENTORY: remove its files and CAKE, restore the live
     values recorded before its first change (same as deploy.py with conntune_state: absent)."""
-    from deploys.conntune import tune
-
     _logging(verbose)
-    try:
-        with fleet.inventory_lock(inventory):
-            run = fleet.reconcile(inventory, tune, limit=list(limit) or None,
-                                  data={"conntune_state": "absent"})  # fmt: skip
-    except fleet.Locked as locked:
-        click.echo(f"conntune: {locked}", err=True)
-        sys.exit(fleet.EXIT_LOCKED)
-    if report_file:
-        write_atomically(report_file, json.dumps(run.as_dict(), indent=2))
+    run = _locked_reconcile(inventory, limit, {"conntune_state": "absent"}, False, report_file)
     click.echo(fleet.describe(run, verb="revert").replace("converged,", "reverted,"))
     sys.exit(run.exit_code)
 

@@ -162,9 +162,7 @@ def _qdisc(out: HostView, old: dict | None, new: dict | None, seconds: float) ->
         ecn_total += ecn
         entry = Tin(
             name=names[index],
-            offered_bit=round(
-                _rate(tin.get("sent_bytes"), before.get("sent_bytes"), seconds) * 8
-            ),
+            offered_bit=round(_rate(tin.get("sent_bytes"), before.get("sent_bytes"), seconds) * 8),
             peak_delay_us=tin.get("peak_delay_us"),
             avg_delay_us=tin.get("avg_delay_us"),
             sparse_delay_us=tin.get("base_delay_us"),  # tc prints it as "sp_delay"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 
 SNAPSHOT = (
     "sysctl -a 2>/dev/null | grep -E '^net\\.(netfilter\\.)?nf_conntrack' | grep -v _count; "
@@ -53,22 +52,6 @@ def stat_totals(vm) -> dict[str, int]:
             number = int(value, 16)
             totals[name] = number if name == "entries" else totals.get(name, 0) + number
     return totals
-
-
-def changes_of(text: str, host: str) -> list[str]:
-    prefix = f"[{host}]"
-    return [
-        line.split(prefix, 1)[1].strip()
-        for line in text.splitlines()
-        if prefix in line and "→" in line
-    ]
-
-
-def commands_per_host(text: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for host in re.findall(r"Running command on (\S+?):", text):
-        counts[host] = counts.get(host, 0) + 1
-    return counts
 
 
 def firewalld_start(vm) -> str:

@@ -15,8 +15,6 @@ import pytest
 
 from conntune import paths, profiles
 from tests.e2e.helpers import (
-    changes_of,
-    commands_per_host,
     expected_max,
     firewalld_start,
     hashsize,
@@ -26,6 +24,7 @@ from tests.e2e.helpers import (
     stat_totals,
     sysctl,
 )
+from tests.pyinfra_output import changes_of, commands_per_host
 
 MAX = "net.netfilter.nf_conntrack_max"
 BUCKETS = "net.netfilter.nf_conntrack_buckets"

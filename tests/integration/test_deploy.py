@@ -11,11 +11,10 @@ The tests in this module run in order on one shared fleet, each starting from a 
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from conntune import paths, profiles
+from tests.pyinfra_output import changes_of, commands_per_host, results
 
 pytestmark = pytest.mark.docker
 
@@ -61,35 +60,6 @@ def live(fleet, name: str, key: str) -> int:
 
 def output(result) -> str:
     return result.stdout + result.stderr
-
-
-def changes_of(text: str, host: str) -> list[str]:
-    """The old → new lines a run printed for one host."""
-    prefix = f"[{host}]"
-    return [
-        line.split(prefix, 1)[1].strip()
-        for line in text.splitlines()
-        if prefix in line and "→" in line
-    ]
-
-
-def results(text: str) -> dict[str, tuple[str, str]]:
-    """Success and Error columns of pyinfra's results table, per operation."""
-    table = text.split("--> Results:")[-1]
-    rows = {}
-    for line in table.splitlines():
-        cells = re.split(r"\s{2,}", line.strip())
-        if cells[0].startswith("conntune |") and len(cells) >= 5:
-            rows[cells[0]] = (cells[2], cells[3])
-    return rows
-
-
-def commands_per_host(text: str) -> dict[str, int]:
-    """Remote commands pyinfra sent, counted from its --debug log."""
-    counts: dict[str, int] = {}
-    for host in re.findall(r"Running command on (\S+?):", text):
-        counts[host] = counts.get(host, 0) + 1
-    return counts
 
 
 @pytest.fixture(scope="module")
