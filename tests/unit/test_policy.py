@@ -194,3 +194,50 @@ def test_sizing_properties(mem, ratio, live):
     assert desired.buckets % sizing.BUCKET_ROUNDING == 0
     assert desired.conntrack_max / desired.buckets <= 4
     assert desired.buckets >= desired.conntrack_max / ratio
+
+
+def test_old_docker_blocks_the_restart_unless_allowed():
+    facts = make_facts(docker_version="Docker version 20.10.24+dfsg1, build 5d6db84",
+                       docker_chains=True)  # fmt: skip
+    blocked = planned(facts)
+    assert "CVE-2025-54388" in blocked.firewalld_restart_blocked
+    assert blocked.verify_docker_chains
+    allowed = planned(facts, firewalld_restart_old_docker=True)
+    assert allowed.firewalld_restart_blocked is None and allowed.verify_docker_chains
+    fixed = planned(make_facts(docker_version="Docker version 28.3.3, build 980b856"))
+    assert fixed.firewalld_restart_blocked is None and not fixed.verify_docker_chains
+
+
+def test_kube_proxy_keys_are_left_to_it():
+    desired = planned(make_facts(kube_proxy=True))
+    assert desired.conntrack_max is None and desired.buckets is None
+    assert f"{profiles.P}tcp_timeout_established" not in desired.timeouts
+    assert f"{profiles.P}udp_timeout" in desired.timeouts  # not one of kube-proxy's
+    assert any("kube-proxy (sets it at runtime)" in w for w in desired.warnings)
+    taken = planned(make_facts(kube_proxy=True), conntune_override_conflicts=True)
+    assert taken.conntrack_max == 65536
+
+
+def test_earlier_sysctl_file_is_overridden_not_skipped():
+    from facts.parse import ConfLine
+
+    line = ConfLine("/etc/sysctl.d/10-early.conf", 2, f"{profiles.P}udp_timeout = 60")
+    desired = planned(make_facts(sysctl_file_lines=[line]))
+    assert desired.timeouts[f"{profiles.P}udp_timeout"] == 10
+    assert any("conntune's file wins" in w for w in desired.warnings)
+
+
+def test_absent_restores_the_recorded_values_and_removes_everything():
+    from conntune.render import render_original
+
+    fresh = make_facts()
+    original = render_original(fresh, planned(fresh))
+    applied = converged(fresh, planned(fresh))
+    applied.owned_files[paths.ORIGINAL_FILE] = original
+    undo = planned(applied, conntune_state="absent")
+    assert undo.conntrack_max == 65536 and undo.buckets == 65536
+    assert undo.timeouts[f"{profiles.P}tcp_timeout_established"] == 432000
+    assert undo.cake is None and undo.cake_remove == "eth0"
+    assert set(undo.files) == set(paths.OWNED_FILES) and not any(undo.files.values())
+    back = make_facts(owned_files={path: None for path in paths.OWNED_FILES})
+    assert drift(back, planned(back, conntune_state="absent")) == []
