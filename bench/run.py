@@ -228,8 +228,8 @@ def run_size(size: int, ansible_max: int, tools: list[str]) -> list[tuple[str, s
 def table(results: dict[int, list[tuple[str, str, Result]]]) -> str:
     lines = [
         "| N | tool | phase | wall s | cmds/host | controller CPU s | peak RSS MiB | "
-        "vs floor | conntune ÷ this |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "RSS/host MiB | vs floor | conntune ÷ this |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for size, rows in results.items():
         floor = next(r for tool, _, r in rows if tool == "floor")
@@ -241,7 +241,8 @@ def table(results: dict[int, list[tuple[str, str, Result]]]) -> str:
             flag = "" if r.ok else " (failed)"
             lines.append(
                 f"| {size} | {tool} | {phase}{flag} | {r.wall:.1f} | {r.commands_per_host:.1f} | "
-                f"{r.cpu:.1f} | {r.max_rss_kb / 1024:.0f} | {r.wall / floor.wall:.2f}x | {ratio} |"
+                f"{r.cpu:.1f} | {r.max_rss_kb / 1024:.0f} | {r.max_rss_kb / 1024 / size:.1f} | "
+                f"{r.wall / floor.wall:.2f}x | {ratio} |"
             )
     return "\n".join(lines)
 
