@@ -43,3 +43,16 @@ cake_diffserv = "besteffort"
 # "on-change": restart only when this run changed a conntune file and firewalld is active.
 # "always" / "never".
 firewalld_restart = "on-change"
+
+# "on-change" restarts are never done on a host with Docker older than 28.3.3 (CVE-2025-54388:
+# its isolation rules are not restored after a firewalld reload) unless this is True.
+firewalld_restart_old_docker = False
+
+# --- Neighbours and undo ------------------------------------------------------------------------
+# Keys also set by a sysctl file that sorts after conntune's (or /etc/sysctl.conf), or by
+# kube-proxy / Cilium at runtime, are skipped with a warning naming the file and line. True:
+# conntune manages them anyway.
+conntune_override_conflicts = False
+# "absent" undoes conntune on the host (same as `conntune revert`): its files and CAKE unit
+# removed, the CAKE qdisc deleted, the live values recorded before its first change restored.
+conntune_state = "present"
