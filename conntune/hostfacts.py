@@ -36,6 +36,8 @@ class HostFacts:
     ``unreadable`` says which readings were missing and why, for the operator.
     """
 
+    # False when the reading did not run to its end (the command failed or was cut off)
+    complete: bool = False
     uid: int | None = None
     kernel: str | None = None
     mem_bytes: int | None = None

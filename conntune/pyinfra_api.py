@@ -170,6 +170,8 @@ def read_fleet(
                 facts = get_fact(fleet.state, host, ConntuneHost, apply_failed_hosts=False)
         except Exception as error:  # any failure reading one host must not hide the others
             return f"could not read the host: {error}"
+        if not facts.complete:
+            return "could not read the host: the reading command failed (sudo? see the log)"
         setattr(host, _CACHE_ATTRIBUTE, facts)
         return facts
 

@@ -22,6 +22,9 @@ from operations import conntune as ops
 def tune() -> None:
     """Tune this host's conntrack table, timeouts and CAKE qdisc as its host data asks."""
     facts = read_host(host)
+    if not facts.complete:  # pyinfra has already failed this host and said why
+        logger.error(f"{host.print_prefix}conntune: could not read the host; nothing changed")
+        return
     for what in facts.unreadable:
         logger.warning(f"{host.print_prefix}conntune could not read: {what}")
     try:
@@ -32,11 +35,6 @@ def tune() -> None:
             logger.error(f"{host.print_prefix}conntune: {error}")
         ops.refuse(name="Refuse invalid settings (nothing changed)", errors=errors)
         return
-    if facts.uid not in (0, None):
-        logger.warning(
-            f"{host.print_prefix}conntune: reading as uid {facts.uid}: a real run needs root "
-            "(set _sudo: True)"
-        )
     for warning in desired.warnings:
         logger.warning(f"{host.print_prefix}conntune: {warning}")
     if state.config.DIFF or state.print_noop_info:  # --diff or -v: explain the numbers
@@ -44,6 +42,10 @@ def tune() -> None:
             logger.info(f"{host.print_prefix}conntune: {reason}")
 
     if facts.uid not in (0, None):  # fails the host at execution, before any change
+        logger.warning(
+            f"{host.print_prefix}conntune: reading as uid {facts.uid}: a real run needs root "
+            "(set _sudo: True)"
+        )
         ops.require_root(name="Check for root", uid=facts.uid)
     ops.conntrack_live(
         name="Set live conntrack values",

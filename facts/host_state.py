@@ -240,6 +240,7 @@ def host_facts(text: str) -> HostFacts:
         elif kind == "nofile":
             facts.owned_files[path] = None
 
-    if "end" not in s:
+    facts.complete = "end" in s
+    if not facts.complete:
         unreadable.append("host reading was cut short")
     return facts

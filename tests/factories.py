@@ -24,6 +24,7 @@ def kernel_sysctls(conntrack_max: int = 65536, buckets: int = 65536, count: int 
 def make_facts(**overrides) -> HostFacts:
     """A Debian 12 VM with 2 GiB, a 1 GbE eth0 running fq_codel, firewalld active, as root."""
     base = {
+        "complete": True,
         "uid": 0,
         "kernel": "6.1.0-28-amd64",
         "mem_bytes": 2 * GIB,

@@ -99,16 +99,43 @@ def test_sudo_user_converges_and_files_are_root_owned(host1, tmp_path):
     assert live(fleet, "host1", UDP) == 10
 
 
-def test_wrong_sudo_password_fails_and_no_secret_is_printed(host1, tmp_path):
-    fleet = host1
+def add_password_sudo_user(fleet, name: str) -> None:
     fleet.ssh(
-        "host1",
+        name,
         "id pwuser >/dev/null 2>&1 || useradd -m -s /bin/sh pwuser; "
         "echo 'pwuser:Right-Secret-4711' | chpasswd; "
         "echo 'pwuser ALL=(ALL) ALL' > /etc/sudoers.d/pwuser; "
         "install -d -o pwuser -m 700 /home/pwuser/.ssh; "
         "install -o pwuser -m 600 /root/.ssh/authorized_keys /home/pwuser/.ssh/",
     )
+
+
+def test_a_host_that_cannot_be_read_fails_alone(fleet, tmp_path):
+    for name in ("host1", "host2", "host3"):
+        reset(fleet, name)
+    add_password_sudo_user(fleet, "host2")
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    inventory.write_text(
+        inventory.read_text().replace(
+            "('host2', {**_common,",
+            "('host2', {**_common, 'ssh_user': 'pwuser', '_sudo': True, "
+            "'_sudo_password': 'Wrong-Secret-0815',",
+        )
+    )
+    before = snapshot(fleet, "host2")
+    result = fleet.pyinfra("deploy.py", "-y", inventory=inventory)
+    text = output(result)
+    assert result.returncode == 1, text
+    assert live(fleet, "host1", UDP) == 10 and live(fleet, "host3", UDP) == 10
+    assert snapshot(fleet, "host2") == before
+    assert "Wrong-Secret-0815" not in text
+    for name in ("host1", "host2", "host3"):
+        reset(fleet, name)
+
+
+def test_wrong_sudo_password_fails_and_no_secret_is_printed(host1, tmp_path):
+    fleet = host1
+    add_password_sudo_user(fleet, "host1")
     before = snapshot(fleet, "host1")
     wrong = run(fleet, tmp_path, "-y", "-vv", ssh_user="pwuser", _sudo=True,
                 _sudo_password="Wrong-Secret-0815")  # fmt: skip
