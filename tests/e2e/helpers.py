@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 SNAPSHOT = (
     "sysctl -a 2>/dev/null | grep -E '^net\\.(netfilter\\.)?nf_conntrack' | grep -v _count; "
@@ -58,3 +60,13 @@ def firewalld_start(vm) -> str:
     return vm.ssh(
         "systemctl show -p ActiveState -p ExecMainStartTimestampMonotonic firewalld"
     ).stdout
+
+
+def conntune_json(*args: str) -> dict:
+    """Run the conntune CLI with --json as an operator would; its first host's document."""
+    result = subprocess.run(
+        [sys.executable, "-m", "conntune.cli", *args, "--json"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["hosts"][0]

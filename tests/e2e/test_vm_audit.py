@@ -5,11 +5,7 @@ as dropping, with the kernel's table-full line, and the drop counter rising betw
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.e2e.helpers import stat_totals
+from tests.e2e.helpers import conntune_json, stat_totals
 
 FILL = r"""
 import socket, sys
@@ -27,12 +23,7 @@ print(len(held) // 2)
 
 
 def audit(inventory) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "conntune.cli", "audit", str(inventory), "--json"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["hosts"][0]
+    return conntune_json("audit", str(inventory))
 
 
 def test_full_table_is_reported_as_dropping(vm_lab, tmp_path):

@@ -6,12 +6,9 @@ agree with raw `tc -j -s` and /proc/net/stat/nf_conntrack readings taken around 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 
-from tests.e2e.helpers import root_qdisc, stat_totals
+from tests.e2e.helpers import conntune_json, root_qdisc, stat_totals
 
 FLOOD = r"""
 import socket, sys, time
@@ -41,13 +38,7 @@ while time.time() < end:
 
 
 def watch_once(inventory, interval: float) -> dict:
-    result = subprocess.run(
-        [sys.executable, "-m", "conntune.cli", "watch", str(inventory), "--once", "--json",
-         "--interval", str(interval)],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["hosts"][0]
+    return conntune_json("watch", str(inventory), "--once", "--interval", str(interval))
 
 
 def test_watch_shows_cake_and_conntrack_pressure(vm_lab, tmp_path):

@@ -35,15 +35,18 @@ class FakeHost:
         self.noops.append(description)
 
 
-def run(op, facts, *, diff=False, executing=False, **kwargs):
-    """Run an operation body; returns (commands as text, host)."""
-    host = FakeHost(facts)
-    state = SimpleNamespace(
+def fake_state(diff: bool = False, executing: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(
         config=SimpleNamespace(DIFF=diff),
         is_executing=executing,
         should_check_for_changes=lambda: True,
     )
-    with ctx_state.use(state), ctx_host.use(host):
+
+
+def run(op, facts, *, diff=False, executing=False, **kwargs):
+    """Run an operation body; returns (commands as text, host)."""
+    host = FakeHost(facts)
+    with ctx_state.use(fake_state(diff, executing)), ctx_host.use(host):
         commands = list(op._inner(**kwargs))
     texts = [c.get_raw_value() if isinstance(c, StringCommand) else c for c in commands]
     return texts, host
@@ -206,12 +209,7 @@ def test_refuse_yields_a_failing_callback():
 
 def test_one_host_reading_serves_every_operation(facts, desired):
     host = FakeHost(facts)
-    state = SimpleNamespace(
-        config=SimpleNamespace(DIFF=False),
-        is_executing=False,
-        should_check_for_changes=lambda: True,
-    )
-    with ctx_state.use(state), ctx_host.use(host):
+    with ctx_state.use(fake_state()), ctx_host.use(host):
         list(ops.conntrack_live._inner(sysctls=desired.sysctls, buckets=desired.buckets))
         list(ops.owned_files._inner(files=desired.files))
         list(ops.cake_qdisc._inner(interface="eth0", bandwidth_bit=10**9))
