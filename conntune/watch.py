@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from conntune.audit import AT_RISK
 from conntune.units import human_rate
 from facts import parse
-from facts.host_state import MARKER, split_sections
+from facts.host_state import MARKER, TABLE_FULL_LINES, split_sections
 
 COUNTERS = ("drop", "early_drop", "insert_failed", "chaintoolong")
 
@@ -25,7 +25,7 @@ def sample_command(interface: str | None) -> str:
         "S max; cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null; "
         "S buckets; cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null; "
         "S stat; cat /proc/net/stat/nf_conntrack 2>/dev/null || conntrack -S 2>/dev/null; "
-        "S tablefull; dmesg 2>/dev/null | grep -ci 'conntrack.*table full'; "
+        f"S tablefull; {TABLE_FULL_LINES} | wc -l; "
         f"S qdisc; {qdisc}; S end"
     )
 
@@ -41,13 +41,6 @@ class Sample:
     qdisc: dict | None = None
 
 
-def _int(text: str | None) -> int | None:
-    try:
-        return int((text or "").strip())
-    except ValueError:
-        return None
-
-
 def parse_sample(text: str, at: float) -> Sample:
     sections = split_sections(text)
     stat_text = sections.get("stat", "")
@@ -58,11 +51,11 @@ def parse_sample(text: str, at: float) -> Sample:
     roots = [q for q in parse.qdiscs(sections.get("qdisc", "")) if q.get("root")]
     return Sample(
         at=at,
-        count=_int(sections.get("count")),
-        max=_int(sections.get("max")),
-        buckets=_int(sections.get("buckets")),
+        count=parse.int_or_none(sections.get("count")),
+        max=parse.int_or_none(sections.get("max")),
+        buckets=parse.int_or_none(sections.get("buckets")),
         counters=counters,
-        table_full=_int(sections.get("tablefull")) or 0,
+        table_full=parse.int_or_none(sections.get("tablefull")) or 0,
         qdisc=roots[0] if roots else None,
     )
 

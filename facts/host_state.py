@@ -15,6 +15,13 @@ from conntune.paths import CAKE_UNIT, OWNED_FILES
 from facts import parse
 
 MARKER = "@@conntune:"
+# The kernel's conntrack table-full lines, filtered on the host so only they cross the wire; the
+# same rule as parse.table_full_events ("expectation table full" is another limit). Shared by
+# the host reading (the lines) and `conntune watch` (their count, every second).
+TABLE_FULL_LINES = (
+    "{ dmesg --time-format iso 2>/dev/null || dmesg 2>/dev/null; } "
+    "| grep -i 'conntrack.*table full' | grep -iv 'expectation table full'"
+)
 UNREADABLE = "%%conntune-unreadable%%"
 
 _FILES = " ".join(OWNED_FILES)
@@ -48,7 +55,7 @@ S procsys; awk '$2=="/proc/sys" {{print $4}}' /proc/mounts 2>/dev/null
 S hashsize; cat /sys/module/nf_conntrack/parameters/hashsize 2>/dev/null
 S stat; cat /proc/net/stat/nf_conntrack 2>/dev/null || {{ echo; conntrack -S 2>/dev/null; }}
 S slab; grep -E '^(# name|nf_conntrack )' /proc/slabinfo 2>/dev/null
-S tablefull; {{ dmesg --time-format iso 2>/dev/null || dmesg 2>/dev/null; }} | grep -i 'conntrack.*table full'
+S tablefull; {TABLE_FULL_LINES}
 S dmesg_readable; dmesg >/dev/null 2>&1 && echo yes || echo no
 S modprobe_options
 L=/lib; [ -L /lib ] && L=
@@ -104,15 +111,6 @@ def split_sections(text: str) -> dict[str, str]:
     return result
 
 
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
 def _interfaces(text: str) -> dict[str, Interface]:
     found = {}
     for line in text.splitlines():
@@ -150,13 +148,13 @@ def host_facts(text: str) -> HostFacts:
     facts = HostFacts()
     unreadable = facts.unreadable
 
-    facts.uid = _int(s.get("uid"))
+    facts.uid = parse.int_or_none(s.get("uid"))
     facts.kernel = (s.get("kernel") or "").strip() or None
     try:
         facts.mem_bytes = parse.meminfo_bytes(s.get("meminfo", ""))
     except ValueError:
         unreadable.append("MemTotal (/proc/meminfo)")
-    facts.cpus = _int(s.get("nproc"))
+    facts.cpus = parse.int_or_none(s.get("nproc"))
 
     facts.default_iface = parse.default_route_dev(s.get("route", ""))
     facts.interfaces = _interfaces(s.get("netdev", ""))
@@ -183,7 +181,7 @@ def host_facts(text: str) -> HostFacts:
     facts.buckets_writable = _writable(
         modes, "/proc/sys/net/netfilter/nf_conntrack_buckets", procsys
     )
-    facts.hashsize = _int(s.get("hashsize"))
+    facts.hashsize = parse.int_or_none(s.get("hashsize"))
     if facts.conntrack_loaded and facts.hashsize is None:
         unreadable.append(
             "/sys/module/nf_conntrack/parameters/hashsize (mode 0600: needs root; "
@@ -219,8 +217,8 @@ def host_facts(text: str) -> HostFacts:
     facts.sysctl_path = tools.get("sysctl") or None
     facts.conntrack_loadable = tools.get("conntrack_loadable") == "yes"
     facts.etc_read_only = "ro" in (tools.get("etc_options") or "").split(",")
-    facts.etc_free_kb = _int(tools.get("etc_free_kb"))
-    facts.varlib_free_kb = _int(tools.get("varlib_free_kb"))
+    facts.etc_free_kb = parse.int_or_none(tools.get("etc_free_kb"))
+    facts.varlib_free_kb = parse.int_or_none(tools.get("varlib_free_kb"))
 
     neighbours = parse.key_values(s.get("neighbours", ""))
     facts.docker_version = neighbours.get("docker") or None

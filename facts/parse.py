@@ -267,6 +267,14 @@ def default_route_dev(text: str) -> str | None:
     return None
 
 
+def int_or_none(text: str | None) -> int | None:
+    """A whole number printed alone (``cat /proc/sys/...``), or ``None``."""
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None
+
+
 def key_values(text: str) -> dict[str, str]:
     """``key=value`` lines (the format the conntune fact script prints its small sections in)."""
     values = {}

@@ -143,3 +143,20 @@ def test_real_host_readings(release, expected):
     assert "drop" in facts.stats and "entries" in facts.stats
     assert facts.unreadable == []
     assert all(content is None for content in facts.owned_files.values())
+
+
+def test_host_side_table_full_filter_agrees_with_the_parser():
+    """The shell filter the reading and the watch run on the host counts what the parser counts,
+    on every public and captured kernel log (expectation-table lines included)."""
+    from facts.host_state import TABLE_FULL_LINES
+    from facts.parse import table_full_events
+
+    host_filter = "cat " + TABLE_FULL_LINES.split("; } ", 1)[1]  # the log from stdin
+    logs = sorted((CAPTURED.parent / "public" / "table_full").glob("*.txt"))
+    logs += sorted(CAPTURED.glob("*/*table_full*.txt"))
+    assert len(logs) >= 20
+    for log in logs:
+        text = log.read_text()
+        kept = subprocess.run(["sh", "-c", host_filter], input=text, capture_output=True,
+                              text=True).stdout  # fmt: skip
+        assert len(kept.splitlines()) == table_full_events(text), log.name
