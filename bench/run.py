@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from conntune import paths
 from conntune.profiles import LINUX_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,10 +37,8 @@ COUNTER = """#!/bin/sh
 echo x >> /run/bench-count
 exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"
 """
-RESET = (
-    "rm -f /etc/sysctl.d/90-conntune.conf /etc/modprobe.d/conntune.conf "
-    "/etc/modules-load.d/conntune.conf; rm -rf /var/lib/conntune; sysctl -q -w "
-    + " ".join(f"{key}={value}" for key, value in LINUX_DEFAULTS.items())
+RESET = f"rm -f {' '.join(paths.OWNED_FILES)}; rm -rf {paths.STATE_DIR}; sysctl -q -w " + " ".join(
+    f"{key}={value}" for key, value in LINUX_DEFAULTS.items()
 )
 
 

@@ -286,7 +286,7 @@ def revert_command(inventory, limit, report_file, verbose) -> None:
     values recorded before its first change (same as deploy.py with conntune_state: absent)."""
     _logging(verbose)
     run = _locked_reconcile(inventory, limit, {"conntune_state": "absent"}, False, report_file)
-    click.echo(fleet.describe(run, verb="revert").replace("converged,", "reverted,"))
+    click.echo(fleet.describe(run, verb="revert", done="reverted"))
     sys.exit(run.exit_code)
 
 

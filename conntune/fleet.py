@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conntune import pyinfra_api
-from conntune.audit import DRIFT, OK, UNREACHABLE, HostAudit, audit_host, unreachable
+from conntune.audit import UNREACHABLE, HostAudit, audit_host, unreachable
 
 # Exit statuses of `conntune reconcile`, for schedulers (documented in the README).
 EXIT_OK = 0  # converged, or nothing to do
@@ -178,7 +178,7 @@ def reconcile(
         pyinfra_api.close_fleet(fleet)
 
 
-def describe(run: Reconciliation, verb: str = "reconcile") -> str:
+def describe(run: Reconciliation, verb: str = "reconcile", done: str = "converged") -> str:
     lines = []
     for result in run.results:
         final = result.after or result.before
@@ -190,7 +190,7 @@ def describe(run: Reconciliation, verb: str = "reconcile") -> str:
         elif result.error:
             lines.append(f"{result.host}: FAILED: {result.error}")
         elif result.changed:
-            lines.append(f"{result.host}: converged, {len(result.changed)} changed")
+            lines.append(f"{result.host}: {done}, {len(result.changed)} changed")
             lines += [f"  {change}" for change in result.changed]
         else:
             lines.append(f"{result.host}: nothing to do ({final.verdict}: {final.reason})")
@@ -198,6 +198,3 @@ def describe(run: Reconciliation, verb: str = "reconcile") -> str:
     lines.append(f"{verb}: {states.get(run.exit_code, run.exit_code)} "
                  f"({len(run.results)} hosts, {run.finished - run.started:.1f} s)")  # fmt: skip
     return "\n".join(lines)
-
-
-__all__ = ["DRIFT", "OK", "audit", "reconcile"]

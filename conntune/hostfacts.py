@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from facts.parse import ConfLine, root_qdisc
 
-NETFILTER = "net.netfilter."
 MAX_KEY = "net.netfilter.nf_conntrack_max"
 BUCKETS_KEY = "net.netfilter.nf_conntrack_buckets"
 COUNT_KEY = "net.netfilter.nf_conntrack_count"

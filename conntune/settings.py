@@ -97,7 +97,6 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
     for key in data:
         if key.startswith(_PREFIXES) and key not in DEFAULTS:
             errors.append(SettingError(key, "unknown setting (see inventories/group_data/all.py)"))
-    # `cake` is a bare key: checked below with the others.
 
     conntrack_max = get["conntrack_max"]
     if conntrack_max is not None and (not _is_int(conntrack_max) or conntrack_max < 1):
