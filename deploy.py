@@ -7,6 +7,6 @@ conntune: size the conntrack table, set its timeouts, shape the uplink with CAKE
 Settings: inventories/group_data/all.py.
 """
 
-from deploys.conntune import tune
+from conntune.deploys.tune import tune
 
 tune()

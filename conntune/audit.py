@@ -2,19 +2,33 @@
 Diagnosis of one host from its reading and its plan: the figures an SRE reads to tell whether
 conntrack is the problem, and a verdict in words. Pure Python (the CLI renders it).
 
-Thresholds (domain.md §7): usage >= 75 % is at risk (node-exporter mixin alert), >= 90 %
-warning and >= 95 % critical (Netdata); any table-full log line or ``drop`` > 0 is dropping.
+Verdicts, worst first (``SEVERITY``):
+
+- **unreachable**: the host could not be read.
+- **dropping**: the kernel dropped packets for conntrack since boot: "table full" kernel-log lines,
+  ``drop`` (table full), ``insert_failed`` (two entries for one tuple raced to be confirmed, or,
+  since 5.15, a chain-too-long insert: the classic 5 s DNS delay of NAT'd containers,
+  kubernetes#56903) or ``chaintoolong`` (a hash chain too long: too few buckets).
+- **at risk**: the table is filling (usage >= 75 %, node-exporter's mixin alert; "warning" >= 90 %,
+  "critical" >= 95 %, Netdata's), ``early_drop`` > 0 (entries evicted to make room: the table
+  was full), or nf_conntrack will not load at the next boot (a module option it refuses).
+- **refused**: the host's settings are invalid.
+- **drift**: settings differ from the plan.
+- **ok**.
+
+Counters a host cannot give (no /proc/net/stat/nf_conntrack and no ``conntrack -S``) are
+"unknown", never 0; ``sources`` says where each figure came from (docs/kernel-facts.md §7, §8).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from conntune.changes import Change, describe_qdisc, drift
+from conntune.changes import Change, drift
+from conntune.conflicts import broken_module_options
 from conntune.hostfacts import HostFacts
 from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
-from facts import parse
 
 AT_RISK = 75.0
 WARNING = 90.0
@@ -62,6 +76,9 @@ class HostAudit:
     qdisc_planned: str | None = None
     firewalld: str | None = None
     neighbours: list[str] = field(default_factory=list)
+    broken_config: list[str] = field(default_factory=list)
+    # where each figure came from (None: unknown on this host, with what to install)
+    sources: dict[str, str | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -85,23 +102,24 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
     stats = facts.stats
     row.drop, row.early_drop = stats.get("drop"), stats.get("early_drop")
     row.insert_failed = stats.get("insert_failed")
-    # /proc/net/stat prints the chaintoolong counter under the header "chainlength" (5.15+)
-    row.chaintoolong = stats.get("chaintoolong", stats.get("chainlength"))
-    log = "\n".join(facts.table_full_lines)
-    row.table_full_lines = parse.table_full_events(log)
-    row.table_full_last = parse.last_table_full_time(log)
+    row.chaintoolong = stats.get("chaintoolong")
+    row.table_full_lines = len(facts.table_full_lines)
+    row.table_full_last = facts.table_full_last
     fw = facts.firewalld
     row.firewalld = "not installed" if not fw.installed else ("active" if fw.active else "inactive")
+    docker = facts.docker
     row.neighbours = [
         name
         for name, present in (
-            (f"docker ({facts.docker_version})", facts.docker_version),
+            (f"docker ({docker.version_text if docker else ''})", docker is not None),
             ("kube-proxy", facts.kube_proxy),
             ("cilium", facts.cilium),
         )
         if present
     ]
     row.warnings = list(facts.unreadable)
+    row.broken_config = [f"{line}: {line.problem}" for line in broken_module_options(facts)]
+    row.sources = _sources(facts)
 
     changes: list[Change] = []
     try:
@@ -114,46 +132,92 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
         row.warnings += desired.warnings
         row.qdisc_interface = desired.cake.interface if desired.cake else facts.default_iface
         if desired.cake:
-            row.qdisc_planned = f"cake {desired.cake.rate} {desired.cake.diffserv}"
+            row.qdisc_planned = desired.cake.describe()
     else:
         row.qdisc_interface = facts.default_iface
     if row.qdisc_interface:
         qdisc = facts.root_qdisc(row.qdisc_interface)
-        row.qdisc = describe_qdisc(qdisc)
-        row.qdisc_drops = qdisc.get("drops") if qdisc else None
+        row.qdisc = qdisc.describe() if qdisc else "none"
+        row.qdisc_drops = qdisc.drops if qdisc else None
     row.drift = [str(change) for change in changes]
     row.drift_count = len(changes)
     row.verdict, row.reason = _verdict(row)
     return row
 
 
+STATS_PACKAGE = "conntrack (Debian/Ubuntu; conntrack-tools on RHEL/SUSE)"
+
+
+def _sources(facts: HostFacts) -> dict[str, str | None]:
+    stats = facts.stats.source
+    missing = None if stats else f"unknown: no /proc/net/stat/nf_conntrack, install {STATS_PACKAGE}"
+    return {
+        "conntrack_count": "sysctl net.netfilter.nf_conntrack_count",
+        "conntrack_max": "sysctl net.netfilter.nf_conntrack_max",
+        "buckets": "/sys/module/nf_conntrack/parameters/hashsize"
+        if facts.hashsize is not None
+        else "sysctl net.netfilter.nf_conntrack_buckets",
+        "drop": stats or missing,
+        "early_drop": stats or missing,
+        "insert_failed": stats or missing,
+        "chaintoolong": stats or missing,
+        "table_full_lines": "dmesg" if facts.table_full_readable else "unknown: dmesg needs root",
+        "qdisc": "tc -j -s qdisc show" if facts.qdiscs is not None else "unknown: no tc -j",
+    }
+
+
+# each drop counter the verdict names, and what it counted
+_DROPS = {
+    "drop": "{n} packets dropped by conntrack since boot (the table was full)",
+    "insert_failed": "{n} packets dropped at insert since boot (two entries for one tuple raced: "
+    "NAT/DNS clashes, kubernetes#56903; or a hash chain too long)",
+    "chaintoolong": "{n} inserts refused on a too-long hash chain since boot (too few buckets)",
+}
+
+
 def _verdict(row: HostAudit) -> tuple[str, str]:
-    if row.table_full_lines or (row.drop or 0) > 0:
-        reasons = []
-        if row.table_full_lines:
-            reasons.append(
-                f"{row.table_full_lines} 'table full' kernel-log lines"
-                + (f" (newest {row.table_full_last})" if row.table_full_last else "")
-            )
-        if row.drop:
-            reasons.append(f"{row.drop} packets dropped by conntrack since boot")
-        return DROPPING, "; ".join(reasons)
+    dropped = []
+    if row.table_full_lines:
+        dropped.append(
+            f"{row.table_full_lines} 'table full' kernel-log lines"
+            + (f" (newest {row.table_full_last})" if row.table_full_last else "")
+        )
+    for name, meaning in _DROPS.items():
+        value = getattr(row, name)
+        if value:
+            dropped.append(f"{name} {value}: " + meaning.format(n=value))
+    if dropped:
+        return DROPPING, "; ".join(dropped)
     usage = (
         100 * row.conntrack_count / row.conntrack_max
         if row.conntrack_count is not None and row.conntrack_max
         else None
     )  # unrounded: 74.99 % is not at risk
+    risks = []
     if usage is not None and usage >= AT_RISK:
         level = "critical" if usage >= CRITICAL else "warning" if usage >= WARNING else "at risk"
-        return AT_RISK_VERDICT, (
+        risks.append(
             f"table {usage:.0f} % full ({row.conntrack_count}/{row.conntrack_max}), {level}"
         )
+    if row.early_drop:
+        risks.append(
+            f"early_drop {row.early_drop} since boot: entries evicted to make room (the table "
+            "was full)"
+        )
+    if row.broken_config:
+        risks.append("nf_conntrack will not load at the next boot: " + "; ".join(row.broken_config))
+    if risks:
+        return AT_RISK_VERDICT, "; ".join(risks)
+    unknown = "" if row.drop is not None else f"; drop counters unknown (install {STATS_PACKAGE})"
     if row.error:
-        return REFUSED, f"settings refused: {row.error}"
+        return REFUSED, f"settings refused: {row.error}{unknown}"
     if row.drift_count:
-        return DRIFT, f"{row.drift_count} settings differ from the plan"
-    usage_text = f"table {usage:.0f} % full" if usage is not None else "conntrack not loaded"
-    return OK, f"{usage_text}, no drift"
+        return DRIFT, f"{row.drift_count} settings differ from the plan{unknown}"
+    if row.conntrack_max == 0:
+        usage_text = "no table limit (nf_conntrack_max 0)"
+    else:
+        usage_text = f"table {usage:.0f} % full" if usage is not None else "conntrack not loaded"
+    return OK, f"{usage_text}, no drift{unknown}"
 
 
 def fleet_summary(rows: list[HostAudit]) -> str:

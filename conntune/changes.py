@@ -1,7 +1,7 @@
 """
-Differences between a host's reading and a plan: what a run would change, old -> new.
+Differences between a host's reading and a plan: what a run would change, old → new.
 
-Shared by the operations (to decide and to print the dry-run diff) and by the CLI (drift).
+Shared by the operations (to decide and to print the dry-run diff) and by the audit (drift).
 Pure Python.
 """
 
@@ -9,27 +9,41 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from enum import StrEnum
 
+from conntune import cake as cake_policy
+from conntune import paths
 from conntune.hostfacts import HostFacts
-from conntune.policy import CakePlan, Plan
-from conntune.units import format_rate
+from conntune.plan import CakePlan, Plan
 
-HASHSIZE_PATH = "/sys/module/nf_conntrack/parameters/hashsize"
+
+class Kind(StrEnum):
+    """What a change is; display text is never matched to find one."""
+
+    MODULE = "module"
+    BUCKETS = "buckets"
+    SYSCTL = "sysctl"
+    FILE = "file"
+    UNIT = "unit"
+    QDISC = "qdisc"
 
 
 @dataclass(frozen=True)
 class Change:
     """One value that differs: ``old`` is ``None`` when it does not exist yet."""
 
+    kind: Kind
     name: str
     old: str | None
     new: str | None
-    is_file: bool = False
+
+    @property
+    def verb(self) -> str:
+        return "create" if self.old is None else "remove" if self.new is None else "modify"
 
     def __str__(self) -> str:
-        if self.is_file:
-            verb = "create" if self.old is None else "remove" if self.new is None else "modify"
-            return f"{self.name}: {verb}"
+        if self.kind is Kind.FILE:
+            return f"{self.name}: {self.verb}"
         old = "(absent)" if self.old is None else self.old
         new = "(absent)" if self.new is None else self.new
         return f"{self.name}: {old} → {new}"
@@ -39,56 +53,44 @@ def live_changes(facts: HostFacts, sysctls: dict[str, int], buckets: int | None)
     """Live conntrack values that differ from the plan, in the order they must be written."""
     changes = []
     if buckets is not None and facts.buckets != buckets:
-        old = facts.buckets
-        changes.append(
-            Change("nf_conntrack hashsize", None if old is None else str(old), str(buckets))
-        )
+        old = None if facts.buckets is None else str(facts.buckets)
+        changes.append(Change(Kind.BUCKETS, "nf_conntrack hashsize", old, str(buckets)))
     for key, value in sysctls.items():
         old_value = facts.sysctls.get(key)
-        if old_value != str(value):
-            changes.append(Change(key, old_value, str(value)))
+        if old_value != value:
+            old = None if old_value is None else str(old_value)
+            changes.append(Change(Kind.SYSCTL, key, old, str(value)))
     return changes
 
 
 def file_changes(facts: HostFacts, files: dict[str, str | None]) -> list[Change]:
     """Owned files whose content differs (``new`` None: the file is to be removed)."""
     return [
-        Change(path, facts.owned_files.get(path), content, is_file=True)
+        Change(Kind.FILE, path, facts.owned_files.get(path), content)
         for path, content in files.items()
         if facts.owned_files.get(path) != content
     ]
 
 
-def describe_qdisc(qdisc: dict | None) -> str:
-    if qdisc is None:
-        return "none"
-    kind = qdisc.get("kind") or "?"
-    options = qdisc.get("options") or {}
-    if kind == "cake":
-        bandwidth = options.get("bandwidth")
-        rate = format_rate(bandwidth * 8) if isinstance(bandwidth, int) else str(bandwidth)
-        return f"cake {rate} {options.get('diffserv', '?')}"
-    return str(kind)
-
-
-def cake_matches(qdisc: dict | None, cake: CakePlan) -> bool:
-    """Whether a root qdisc from ``tc -j qdisc show`` is the planned CAKE (bandwidth in bytes/s)."""
-    if qdisc is None or qdisc.get("kind") != "cake":
-        return False
-    options = qdisc.get("options") or {}
-    return options.get("bandwidth") == cake.bandwidth_bytes and options.get("diffserv") == (
-        cake.diffserv
-    )
+def unit_change(facts: HostFacts, files: dict[str, str | None]) -> Change | None:
+    """The CAKE unit is wanted, its file is already right, but it is not enabled."""
+    wanted = files.get(paths.CAKE_UNIT_FILE)
+    if wanted is None or facts.owned_files.get(paths.CAKE_UNIT_FILE) != wanted:
+        return None
+    if facts.cake_unit_enabled:
+        return None
+    return Change(Kind.UNIT, paths.CAKE_UNIT, "disabled", "enabled")
 
 
 def cake_change(facts: HostFacts, cake: CakePlan) -> Change | None:
     qdisc = facts.root_qdisc(cake.interface)
-    if cake_matches(qdisc, cake):
+    if cake_policy.matches(qdisc, cake):
         return None
     return Change(
+        Kind.QDISC,
         f"qdisc root dev {cake.interface}",
-        describe_qdisc(qdisc),
-        f"cake {cake.rate} {cake.diffserv}",
+        qdisc.describe() if qdisc else "none",
+        cake.describe(),
     )
 
 
@@ -96,12 +98,19 @@ def drift(facts: HostFacts, plan: Plan) -> list[Change]:
     """Every difference between the host and its plan (the dry run's list)."""
     changes = live_changes(facts, plan.sysctls, plan.buckets)
     if plan.load_conntrack:
-        changes.insert(0, Change("nf_conntrack module", "not loaded", "loaded"))
+        changes.insert(0, Change(Kind.MODULE, "nf_conntrack module", "not loaded", "loaded"))
     changes += file_changes(facts, plan.files)
+    unit = unit_change(facts, plan.files)
+    if unit:
+        changes.append(unit)
     if plan.cake is not None:
         change = cake_change(facts, plan.cake)
         if change:
             changes.append(change)
+    if plan.cake_remove is not None:
+        changes.append(
+            Change(Kind.QDISC, f"qdisc root dev {plan.cake_remove}", "cake", "(kernel default)")
+        )
     return changes
 
 

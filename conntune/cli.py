@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,57 +15,19 @@ import click
 import psutil
 
 from conntune import fleet, profiles, report, watch
-from conntune.hostfacts import HostFacts, Interface
-from conntune.policy import Plan, plan
+from conntune.audit import HostAudit, audit_host
+from conntune.facts.reading import ReadingError
+from conntune.hostfacts import HostFacts
+from conntune.hypothetical import hypothetical
+from conntune.plan import Plan
+from conntune.policy import plan
+from conntune.pyinfra_api import parse_data_value
+from conntune.readings import load_reading, read_this_machine
 from conntune.report import write_atomically
-from conntune.schedule import Schedule
-from conntune.settings import InvalidSettings, settings_from_data
+from conntune.schedule import Schedule, conntune_command
+from conntune.settings import SPECS, InvalidSettings, boolean, settings_from_data
 from conntune.units import format_bytes, parse_size_bytes
 from conntune.watcher import Watcher
-
-
-def _route_dev_from_proc() -> str | None:
-    """The default-route interface from /proc/net/route (no `ip` needed)."""
-    try:
-        with open("/proc/net/route") as route:
-            for line in route.read().splitlines()[1:]:
-                fields = line.split()
-                if len(fields) > 2 and fields[1] == "00000000":
-                    return fields[0]
-    except OSError:
-        return None
-    return None
-
-
-def this_machine() -> HostFacts:
-    """This machine as psutil sees it: memory, CPUs, NICs and their speeds."""
-    interfaces = {
-        name: Interface(name, stats.speed or None, "up" if stats.isup else "down", stats.isup)
-        for name, stats in psutil.net_if_stats().items()
-    }
-    return HostFacts(
-        mem_bytes=psutil.virtual_memory().total,
-        cpus=psutil.cpu_count(),
-        default_iface=_route_dev_from_proc(),
-        interfaces=interfaces,
-        tc_path="tc",
-        cake_available=True,
-        sizing_writable=True,
-        buckets_writable=True,
-    )
-
-
-def hypothetical(mem_bytes: int, cpus: int | None, link_speed: int | None) -> HostFacts:
-    return HostFacts(
-        mem_bytes=mem_bytes,
-        cpus=cpus,
-        default_iface="eth0",
-        interfaces={"eth0": Interface("eth0", link_speed, "up", True)},
-        tc_path="tc",
-        cake_available=True,
-        sizing_writable=True,
-        buckets_writable=True,
-    )
 
 
 @click.group()
@@ -75,83 +36,89 @@ def main() -> None:
     """Size the conntrack table, set its timeouts and shape the uplink with CAKE."""
 
 
-@main.command("plan")
-@click.option("--mem", help="RAM of the host (bytes, or 64G / 64GiB). Default: this machine.")
-@click.option("--cpus", type=click.IntRange(min=1), help="CPU count of the host.")
-@click.option("--link-speed", type=click.IntRange(min=1), help="NIC speed in Mbit/s.")
-@click.option(
-    "--profile",
-    default=profiles.DEFAULT_PROFILE,
-    show_default=True,
-    type=click.Choice(list(profiles.PROFILES)),
-    help="Timeout profile.",
-)
-@click.option(
-    "--hashsize-ratio",
-    type=float,
-    default=1,
-    show_default=True,
-    help="Entries per bucket when full (1..4).",
-)
-@click.option("--max", "conntrack_max", type=int, help="nf_conntrack_max instead of the RAM rule.")
-@click.option("--bandwidth", help="CAKE rate (e.g. 1gbit). Default: the link speed.")
-@click.option("--diffserv", default="besteffort", show_default=True, help="CAKE diffserv mode.")
-@click.option("--no-cake", is_flag=True, help="Plan without CAKE.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def plan_command(
-    mem: str | None,
-    cpus: int | None,
-    link_speed: int | None,
-    profile: str,
-    hashsize_ratio: float,
-    conntrack_max: int | None,
-    bandwidth: str | None,
-    diffserv: str,
-    no_cake: bool,
-    as_json: bool,
-) -> None:
-    """Print the desired state for a host, its memory cost, and why."""
-    if mem is None:
-        facts = this_machine()
-        if cpus:
-            facts.cpus = cpus
-        if link_speed and facts.default_iface:
-            facts.interfaces[facts.default_iface] = Interface(
-                facts.default_iface, link_speed, "up", True
+def _parse_data(pairs: tuple[str, ...]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs, values read as pyinfra's ``--data`` reads them."""
+    data: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--data")
+        data[key] = parse_data_value(value)
+    return data
+
+
+def setting_options(command):
+    """One option per setting (``--cake-bandwidth``, plus its short names), from the specs."""
+    for name, spec in reversed(SPECS.items()):
+        flag = "--" + name.replace("_", "-")
+        names = [flag, *spec.metadata["cli"]]
+        if spec.metadata["check"] is boolean:
+            names = [f"{flag}/--no-{name.replace('_', '-')}"]
+            command = click.option(*names, name, default=None, help=spec.metadata["help"])(command)
+        else:
+            command = click.option(*names, name, metavar="VALUE", help=spec.metadata["help"])(
+                command
             )
-    else:
+    return command
+
+
+def _settings_data(options: dict[str, object], pairs: tuple[str, ...]) -> dict[str, object]:
+    data = _parse_data(pairs)
+    for name in SPECS:
+        value = options.pop(name, None)
+        if value is not None:
+            data[name] = value if isinstance(value, bool) else parse_data_value(value)
+    return data
+
+
+def _host_for_plan(reading: str | None, mem: str | None, cpus, link_speed) -> HostFacts:
+    if reading is not None:
+        if mem or cpus or link_speed:
+            raise click.UsageError("--reading describes the host: drop --mem/--cpus/--link-speed")
         try:
-            facts = hypothetical(parse_size_bytes(mem), cpus, link_speed)
-        except ValueError as error:
-            raise click.BadParameter(str(error), param_hint="--mem") from None
-    data: dict[str, object] = {
-        "conntrack_timeout_profile": profile,
-        "conntrack_hashsize_ratio": int(hashsize_ratio)
-        if hashsize_ratio.is_integer()
-        else hashsize_ratio,
-        "cake_diffserv": diffserv,
-        "cake": not no_cake,
-    }
-    if conntrack_max is not None:
-        data["conntrack_max"] = conntrack_max
-    if bandwidth is not None:
-        data["cake_bandwidth"] = bandwidth
-    notes = []
-    if not no_cake and bandwidth is None and facts.link_speed_mbit(facts.default_iface) is None:
-        data["cake"] = False
-        notes.append(
-            "CAKE not planned: the link speed is unknown (pass --link-speed or --bandwidth)"
-        )
+            return load_reading(reading)
+        except ReadingError as error:
+            raise click.BadParameter(str(error), param_hint="--reading") from None
+    if mem is None and cpus is None and link_speed is None:
+        return read_this_machine()
     try:
-        desired = plan(facts, settings_from_data(data))
+        mem_bytes = parse_size_bytes(mem) if mem else psutil.virtual_memory().total
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--mem") from None
+    return hypothetical(mem_bytes, cpus or psutil.cpu_count(), link_speed)
+
+
+@main.command("plan")
+@click.option("--reading", type=click.Path(exists=True, dir_okay=False),
+              help="Replay a saved host reading (`conntune reading`).")  # fmt: skip
+@click.option("--mem", help="RAM of a hypothetical host (bytes, or 64G / 64GiB).")
+@click.option("--cpus", type=click.IntRange(min=1), help="CPU count of the hypothetical host.")
+@click.option("--link-speed", type=click.IntRange(min=1), help="Its NIC speed in Mbit/s.")
+@click.option("--data", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A setting, as pyinfra's --data takes it.")  # fmt: skip
+@setting_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def plan_command(reading, mem, cpus, link_speed, pairs, as_json, **options) -> None:
+    """Print the desired state of a host, its memory cost, and why.
+
+    The host is this machine (read as a deploy reads it), a saved reading (--reading), or a
+    hypothetical one (--mem, --cpus, --link-speed). Exit status 2: the settings are refused.
+    """
+    facts = _host_for_plan(reading, mem, cpus, link_speed)
+    try:
+        desired = plan(facts, settings_from_data(_settings_data(options, pairs)))
     except InvalidSettings as refused:
+        if as_json:
+            click.echo(json.dumps({"refused": [
+                {"setting": e.setting, "message": e.message} for e in refused.errors
+            ]}, indent=2))  # fmt: skip
         for error in refused.errors:
             click.echo(f"conntune: refused: {error}", err=True)
         sys.exit(2)
-    desired.warnings.extend(notes)
     if as_json:
         document = desired.as_dict()
-        document["host"] = {"mem_bytes": facts.mem_bytes, "cpus": facts.cpus}
+        document["host"] = {"mem_bytes": facts.mem_bytes, "cpus": facts.cpus,
+                            "kernel": facts.kernel, "unreadable": facts.unreadable}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
         return
     click.echo(_explain(facts, desired))
@@ -159,20 +126,18 @@ def plan_command(
 
 def _explain(facts: HostFacts, desired: Plan) -> str:
     lines = [f"host: {format_bytes(facts.mem_bytes or 0)} RAM, {facts.cpus or '?'} CPUs", ""]
-    if desired.conntrack_max is not None:
+    if desired.conntrack_max is not None or desired.buckets is not None:
         memory = format_bytes(desired.memory_worst_case_bytes or 0)
         lines += [
-            f"  net.netfilter.nf_conntrack_max     = {desired.conntrack_max}",
-            f"  hashsize (nf_conntrack_buckets)    = {desired.buckets}",
+            f"  net.netfilter.nf_conntrack_max     = {desired.conntrack_max or '(left alone)'}",
+            f"  buckets (nf_conntrack_buckets)     = {desired.buckets or '(left alone)'}",
             f"  memory when the table is full      = {memory}",
         ]
     for key, value in desired.timeouts.items():
         default = profiles.LINUX_DEFAULTS.get(key)
         lines.append(f"  {key:<52} = {value:>6}   (Linux default {default})")
     if desired.cake:
-        lines.append(
-            f"  CAKE on {desired.cake.interface}: {desired.cake.rate} {desired.cake.diffserv}"
-        )
+        lines.append(f"  CAKE on {desired.cake.interface}: {desired.cake.describe()}")
     lines += ["", "why:"] + [f"  - {reason}" for reason in desired.reasons]
     if desired.warnings:
         lines += ["", "warnings:"] + [f"  - {warning}" for warning in desired.warnings]
@@ -209,33 +174,56 @@ _limit = click.option("--limit", multiple=True, help="Only these hosts or groups
 _data = click.option("--data", multiple=True, metavar="KEY=VALUE", help="Override host data.")
 
 
-def _parse_data(pairs: tuple[str, ...]) -> dict[str, object]:
-    data: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--data")
-        try:
-            data[key] = json.loads(value)
-        except json.JSONDecodeError:
-            data[key] = value
-    return data
+@main.command("reading")
+@_inventory
+@_limit
+@click.option("-o", "--output", "out_dir", default=".", show_default=True,
+              type=click.Path(file_okay=False), help="Where HOST.reading goes.")  # fmt: skip
+@click.option("-v", "--verbose", is_flag=True, help="Show pyinfra's warnings in full.")
+def reading_cli(inventory, limit, out_dir, verbose) -> None:
+    """Save what conntune reads on each host of INVENTORY: one raw reading per host.
+
+    Replay them anywhere with `conntune plan --reading FILE` and `conntune audit --reading FILE`.
+    Exit status 3: some hosts could not be read.
+    """
+    _logging(verbose)
+    saved, failed = fleet.save_readings(inventory, Path(out_dir), limit=list(limit) or None)
+    for name, path in saved.items():
+        click.echo(f"{name}: {path}")
+    for name, error in failed.items():
+        click.echo(f"{name}: not read: {error}", err=True)
+    sys.exit(fleet.EXIT_FAILED if failed else fleet.EXIT_OK)
 
 
 @main.command("audit")
-@_inventory
+@click.argument("inventory", required=False)
 @_limit
 @_data
+@click.option("--reading", "readings", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Audit saved readings instead of live hosts (no INVENTORY).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="One JSON document (keys in the README).")
 @click.option("--prometheus", type=click.Path(dir_okay=False), help="Write textfile metrics.")
 @click.option("-v", "--verbose", is_flag=True, help="List each drifting setting and warning.")
-def audit_command(inventory, limit, data, as_json, prometheus, verbose) -> None:
+def audit_command(inventory, limit, data, readings, as_json, prometheus, verbose) -> None:
     """Diagnose every host of INVENTORY (read only): conntrack pressure, drops, drift, qdisc."""
     _logging(verbose)
-    rows = fleet.audit(inventory, limit=list(limit) or None, data=_parse_data(data))
+    if bool(inventory) == bool(readings):
+        raise click.UsageError("give an INVENTORY or --reading FILE (not both)")
+    if readings:
+        rows = [_audit_reading(path, _parse_data(data)) for path in readings]
+    else:
+        rows = fleet.audit(inventory, limit=list(limit) or None, data=_parse_data(data))
     if prometheus:
         write_atomically(prometheus, report.prometheus(rows, previous=Path(prometheus)))
     click.echo(report.as_json(rows) if as_json else report.table(rows, verbose=verbose))
+
+
+def _audit_reading(path: str, data: dict[str, object]) -> HostAudit:
+    try:
+        facts = load_reading(path)
+    except ReadingError as error:
+        raise click.BadParameter(str(error), param_hint="--reading") from None
+    return audit_host(Path(path).name.removesuffix(".reading"), facts, data)
 
 
 @main.command("reconcile")
@@ -262,7 +250,7 @@ def reconcile_command(inventory, limit, data, check, report_file, prometheus, ve
 
 def _locked_reconcile(inventory, limit, data, check, report_file) -> fleet.Reconciliation:
     """One reconcile per inventory at a time (exit 75 otherwise); the JSON report if asked."""
-    from deploys.conntune import tune
+    from conntune.deploys.tune import tune
 
     try:
         with fleet.inventory_lock(inventory):
@@ -336,7 +324,8 @@ def watch_command(inventory, limit, interval, once, as_json) -> None:
 @click.option("--user", is_flag=True, help="A user unit (~/.config/systemd/user).")
 @click.option("--dry-run", is_flag=True, help="Print the units, write nothing.")
 @click.option("--remove", is_flag=True, help="Disable and remove the units.")
-@click.option("--executable", default=None, help="conntune path in the unit (default: this one).")
+@click.option("--executable", default=None,
+              help="conntune in the unit (default: the one running now).")  # fmt: skip
 @click.option("--metrics-file", default="/var/lib/node_exporter/textfile_collector/conntune.prom",
               show_default=True, help="Prometheus textfile the reconcile writes.")  # fmt: skip
 def schedule_command(inventory, every, check, user, dry_run, remove, executable, metrics_file):
@@ -347,10 +336,10 @@ def schedule_command(inventory, every, check, user, dry_run, remove, executable,
         every=every,
         check=check,
         user=user,
-        executable=executable or shutil.which("conntune") or sys.argv[0],
-        workdir=Path.cwd(),
-        state_dir=state_dir,
-        metrics_file=Path(metrics_file),
+        command=tuple(conntune_command(executable)),
+        workdir=Path.cwd().resolve(),
+        state_dir=state_dir.resolve(),
+        metrics_file=Path(metrics_file).resolve(),
     )
     try:
         units = plan_.units()

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -18,12 +19,16 @@ from pathlib import Path
 
 from conntune import pyinfra_api
 from conntune.audit import UNREACHABLE, HostAudit, audit_host, unreachable
+from conntune.facts.reading import reading_command
+from conntune.report import write_atomically
 
 # Exit statuses of `conntune reconcile`, for schedulers (documented in the README).
 EXIT_OK = 0  # converged, or nothing to do
 EXIT_DRIFT = 2  # --check: some hosts drift from their plan (nothing was changed)
 EXIT_FAILED = 3  # some hosts could not be read, were refused, or failed to converge
 EXIT_LOCKED = 75  # another reconcile of the same inventory is running (EX_TEMPFAIL)
+# one reading takes 0.1-2 s; a busy host or a slow sudo may take longer
+READING_TIMEOUT = 120
 
 
 def _progress(done: int, total: int) -> None:
@@ -54,6 +59,28 @@ def audit(
         return audit_fleet(fleet)
     finally:
         pyinfra_api.close_fleet(fleet)
+
+
+def save_readings(
+    inventory: str, directory: Path, limit: list[str] | None = None
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each host's raw reading into ``directory/HOST.reading``; the hosts that failed, why."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fleet = pyinfra_api.open_fleet(inventory, limit=limit)
+    try:
+        commands = {host.name: reading_command() for host in fleet.hosts}
+        results = pyinfra_api.run_on_hosts(fleet, commands, timeout=READING_TIMEOUT)
+    finally:
+        pyinfra_api.close_fleet(fleet)
+    saved, failed = {}, dict(fleet.errors)
+    for name, text in sorted(results.items()):
+        if isinstance(text, Exception):
+            failed[name] = str(text) or type(text).__name__
+            continue
+        path = directory / (re.sub(r"[^A-Za-z0-9@._-]", "_", name) + ".reading")
+        write_atomically(path, text)
+        saved[name] = path
+    return saved, failed
 
 
 class Locked(RuntimeError):

@@ -1,107 +1,318 @@
-"""What conntune knows about one host: the input of the policy, filled in by the host fact."""
+"""
+What conntune knows about one host: the typed input of the policy.
+
+``conntune.facts.reading`` fills a ``HostFacts`` from one host reading; every field is parsed
+there, once, and nothing downstream parses text again. ``None`` means "could not be read" (absent,
+or not permitted); ``HostFacts.unreadable`` says which readings were missing and why.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from facts.parse import ConfLine, root_qdisc
+from conntune.qdisc import Qdisc
 
 MAX_KEY = "net.netfilter.nf_conntrack_max"
 BUCKETS_KEY = "net.netfilter.nf_conntrack_buckets"
 COUNT_KEY = "net.netfilter.nf_conntrack_count"
+# The hash size module parameter: the one place the kernel calls the buckets "hashsize"
+HASHSIZE_PARAMETER = "/sys/module/nf_conntrack/parameters/hashsize"
 
 
 @dataclass(frozen=True)
 class Interface:
+    """A network device as /sys/class/net shows it."""
+
     name: str
-    speed_mbit: int | None
-    operstate: str | None
-    carrier: bool | None
+    speed_mbit: int | None = None
+    operstate: str | None = None
+    carrier: bool | None = None
+    tx_queues: int | None = None
+    # DEVTYPE of the device's uevent: "bond", "vlan", "bridge", "wlan"...; None for a plain NIC
+    kind: str | None = None
+    # bond members, a VLAN's parent device, a bridge's ports
+    lower: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Route:
+    """One default route: its devices (several for ECMP next hops) and its metric."""
+
+    family: int  # 4 or 6
+    devices: tuple[str, ...]
+    metric: int = 0
+    via: str | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A /proc/mounts entry that may cover a knob conntune writes."""
+
+    mountpoint: str
+    fstype: str
+    options: tuple[str, ...]
+
+    @property
+    def read_only(self) -> bool:
+        return "ro" in self.options
+
+
+@dataclass(frozen=True)
+class SysctlLine:
+    """
+    One line of a sysctl.d file (or /etc/sysctl.conf) that sets a conntrack knob, in whatever
+    spelling systemd-sysctl and procps accept: ``key`` is the canonical ``net.netfilter...``
+    name it sets (a glob when the line uses one), ``value`` the text after ``=``.
+    """
+
+    path: str
+    lineno: int
+    text: str
+    key: str
+    value: str
+    ignore_errors: bool = False  # the line starts with "-"
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.text}"
+
+
+@dataclass(frozen=True)
+class ModprobeLine:
+    """
+    An ``options``/``install``/``softdep`` line for nf_conntrack in a modprobe.d file, or an
+    ``nf_conntrack.PARAM=`` word of the kernel command line (``path`` is /proc/cmdline).
+    ``parameters`` maps each name to its value (``None`` when the word has no ``=``);
+    ``problem`` says why the kernel would refuse the line, if it would.
+    """
+
+    path: str
+    lineno: int
+    text: str
+    directive: str
+    parameters: dict[str, str | None] = field(default_factory=dict)
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.text}"
 
 
 @dataclass(frozen=True)
 class Firewalld:
-    installed: bool
-    active: bool
-    enabled: bool
-    version: str | None = None
-    cleanup_modules_on_exit: str | None = None
+    installed: bool = False
+    active: bool = False
+    enabled: bool = False
+    version: tuple[int, ...] | None = None
+    version_text: str | None = None
+    # CleanupOnExit= and CleanupModulesOnExit= of firewalld.conf; None when not set there
+    cleanup_on_exit: bool | None = None
+    cleanup_modules_on_exit: bool | None = None
+
+    @property
+    def restart_unloads_conntrack(self) -> bool | None:
+        """
+        Whether ``systemctl restart firewalld`` unloads nf_conntrack (flushing every entry and
+        putting the sysctls back to the kernel defaults). ``None`` when the version is unknown.
+
+        Before 1.0 firewalld unloads the modules it used on stop unless ``CleanupOnExit=no``;
+        1.0 added ``CleanupModulesOnExit``, default ``no`` (firewalld PR #721, issue #533;
+        measured: 0.9.3 unloads, 1.3.3 and 2.5.2 keep, 1.3.3 with ``=yes`` unloads).
+        """
+        if not self.installed:
+            return False
+        if self.cleanup_on_exit is False:
+            return False
+        if self.version is None:
+            return None
+        if self.version < (1, 0):
+            return True
+        return bool(self.cleanup_modules_on_exit)
+
+
+@dataclass(frozen=True)
+class ConntrackStats:
+    """Conntrack counters summed over CPUs, and where they were read from (``None``: nowhere)."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    source: str | None = None
+
+    def get(self, name: str) -> int | None:
+        if self.source is None:
+            return None
+        if name == "chaintoolong" and name not in self.counters:
+            # /proc/net/stat prints the chaintoolong counter under "chainlength" (5.15+)
+            return self.counters.get("chainlength")
+        return self.counters.get(name)
+
+
+@dataclass(frozen=True)
+class Docker:
+    version: tuple[int, ...] | None
+    version_text: str
+    chains: bool = False
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The commands conntune needs on the host (their paths), and what ``tc`` can do."""
+
+    sysctl: str | None = None
+    modprobe: str | None = None
+    systemctl: str | None = None
+    tc: str | None = None
+    conntrack: str | None = None
+    flock: str | None = None  # util-linux or busybox flock(1): the host lock needs it
+    tc_version: str | None = None
+    # tc parses "cake" / "cake_mq" options (iproute2 4.20+ / 7.3+); None: not checked
+    tc_cake: bool | None = None
+    tc_cake_mq: bool | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """
+    The host lock's lease (``/run/conntune/lease``: ``holder expires generation last``): who is
+    converging the host until when, and how many converging runs have finished on it.
+    """
+
+    holder: str | None = None
+    expires: int = 0
+    generation: int = 0
+    last: str | None = None
 
 
 @dataclass
 class HostFacts:
-    """
-    One combined reading of a host. ``None`` means "could not read" (absent, or not permitted);
-    ``unreadable`` says which readings were missing and why, for the operator.
-    """
+    """One combined reading of a host."""
 
     # False when the reading did not run to its end (the command failed or was cut off)
     complete: bool = False
+    format: int = 2
     uid: int | None = None
     kernel: str | None = None
     mem_bytes: int | None = None
     cpus: int | None = None
-    default_iface: str | None = None
+    routes: list[Route] = field(default_factory=list)
     interfaces: dict[str, Interface] = field(default_factory=dict)
-    ethtool_speed_mbit: int | None = None
-    qdiscs: list[dict] = field(default_factory=list)
-    tc_path: str | None = None
+    # None: `tc -j qdisc show` did not answer (no tc, or a tc without JSON)
+    qdiscs: list[Qdisc] | None = field(default_factory=list)
     cake_available: bool = False
+    cake_mq_available: bool = False
+    tools: Tools = field(default_factory=Tools)
     conntrack_loaded: bool = False
-    sysctls: dict[str, str] = field(default_factory=dict)
+    conntrack_loadable: bool = True
+    sysctls: dict[str, int] = field(default_factory=dict)
+    # mode bits of each /proc/sys/net/netfilter/* file, by path
+    sysctl_modes: dict[str, int] = field(default_factory=dict)
+    mounts: list[Mount] = field(default_factory=list)
     hashsize: int | None = None
-    sizing_writable: bool | None = None
-    buckets_writable: bool | None = None
-    stats: dict[str, int] = field(default_factory=dict)
+    stats: ConntrackStats = field(default_factory=ConntrackStats)
     slab_objsize: int | None = None
     table_full_lines: list[str] = field(default_factory=list)
-    modprobe_options: list[ConfLine] = field(default_factory=list)
-    sysctl_file_lines: list[ConfLine] = field(default_factory=list)
-    firewalld: Firewalld = field(default_factory=lambda: Firewalld(False, False, False))
+    table_full_last: str | None = None  # the newest line's timestamp, as the log printed it
+    table_full_readable: bool = True
+    modprobe_lines: list[ModprobeLine] = field(default_factory=list)
+    sysctl_lines: list[SysctlLine] = field(default_factory=list)
+    firewalld: Firewalld = field(default_factory=Firewalld)
     systemd: bool = False
-    sysctl_path: str | None = "/usr/sbin/sysctl"
-    conntrack_loadable: bool = True
     etc_read_only: bool = False
     etc_free_kb: int | None = None
     varlib_free_kb: int | None = None
-    docker_version: str | None = None
-    docker_chains: bool = False
+    docker: Docker | None = None
     kube_proxy: bool = False
     cilium: bool = False
     owned_files: dict[str, str | None] = field(default_factory=dict)
     cake_unit_enabled: bool = False
+    lease: Lease = field(default_factory=Lease)
     unreadable: list[str] = field(default_factory=list)
-
-    def sysctl_int(self, key: str) -> int | None:
-        value = self.sysctls.get(key)
-        try:
-            return int(value) if value is not None else None
-        except ValueError:
-            return None
 
     @property
     def conntrack_max(self) -> int | None:
-        return self.sysctl_int(MAX_KEY)
+        return self.sysctls.get(MAX_KEY)
 
     @property
     def conntrack_count(self) -> int | None:
-        return self.sysctl_int(COUNT_KEY)
+        return self.sysctls.get(COUNT_KEY)
 
     @property
     def buckets(self) -> int | None:
         """The live hash size: the module parameter when readable (root), else the sysctl."""
-        return self.hashsize if self.hashsize is not None else self.sysctl_int(BUCKETS_KEY)
+        return self.hashsize if self.hashsize is not None else self.sysctls.get(BUCKETS_KEY)
 
-    def link_speed_mbit(self, iface: str | None) -> int | None:
-        """Link speed of ``iface``: sysfs first, ethtool for the default interface as a fallback."""
-        if iface is None:
+    def mount_covering(self, path: str) -> Mount | None:
+        """The mount that ``path`` lives on: the longest mount point that is a prefix of it."""
+        best: Mount | None = None
+        for mount in self.mounts:
+            point = mount.mountpoint.rstrip("/") or "/"
+            inside = path == point or path.startswith(point + "/") or point == "/"
+            if inside and (best is None or len(point) > len(best.mountpoint.rstrip("/") or "/")):
+                best = mount
+        return best
+
+    def knob_writable(self, key: str) -> bool:
+        """
+        Whether root can write a ``net.*`` sysctl here. A knob that does not exist is never
+        writable. Outside the initial network namespace the kernel registers the table knobs
+        0444 (nf_conntrack_standalone.c, nf_conntrack_standalone_init_sysctl) and a user
+        namespace hides them altogether; root obeys those mode bits (proc_sys_permission); and
+        a read-only mount over /proc/sys or /proc/sys/net (containers) refuses every write.
+        """
+        if key not in self.sysctls:
+            return False
+        path = "/proc/sys/" + key.replace(".", "/")
+        mode = self.sysctl_modes.get(path)
+        if mode is not None and not mode & 0o200:
+            return False
+        mount = self.mount_covering(path)
+        return not (mount is not None and mount.read_only)
+
+    @property
+    def default_routes(self) -> list[Route]:
+        """The preferred default route of each family: the lowest metric (ties kept)."""
+        preferred: list[Route] = []
+        for family in (4, 6):
+            routes = [route for route in self.routes if route.family == family]
+            if routes:
+                best = min(route.metric for route in routes)
+                preferred += [route for route in routes if route.metric == best]
+        return preferred
+
+    @property
+    def default_interfaces(self) -> list[str]:
+        """Every device a preferred default route leaves through, in order, without repeats."""
+        devices: list[str] = []
+        for route in self.default_routes:
+            devices += [device for device in route.devices if device not in devices]
+        return devices
+
+    @property
+    def default_iface(self) -> str | None:
+        """The one egress device, or ``None`` when there is none or several."""
+        devices = self.default_interfaces
+        return devices[0] if len(devices) == 1 else None
+
+    def link_speed_mbit(self, name: str | None) -> int | None:
+        """
+        A device's speed: what it reports, else for a bond the sum of its members that are up
+        (the bonding driver's own rule, bond_main.c bond_ethtool_get_link_ksettings), and for a
+        VLAN its parent's.
+        """
+        interface = self.interfaces.get(name or "")
+        if interface is None:
             return None
-        known = self.interfaces.get(iface)
-        if known and known.speed_mbit:
-            return known.speed_mbit
-        if iface == self.default_iface:
-            return self.ethtool_speed_mbit
+        if interface.speed_mbit:
+            return interface.speed_mbit
+        members = [self.interfaces.get(lower) for lower in interface.lower]
+        if interface.kind == "bond":
+            speeds = [
+                m.speed_mbit for m in members if m and m.speed_mbit and m.carrier is not False
+            ]
+            return sum(speeds) or None
+        if interface.kind == "vlan" and len(members) == 1 and members[0]:
+            return self.link_speed_mbit(members[0].name)
         return None
 
-    def root_qdisc(self, iface: str) -> dict | None:
-        return root_qdisc(self.qdiscs, iface)
+    def root_qdisc(self, dev: str) -> Qdisc | None:
+        for qdisc in self.qdiscs or []:
+            if qdisc.dev == dev and qdisc.root:
+                return qdisc
+        return None

@@ -1,5 +1,5 @@
 """The files conntune owns on a host. It writes these and nothing else (firewalld's own
-modprobe file is never edited: the package overwrites it on upgrade, domain.md §1)."""
+modprobe file is never edited: the package overwrites it on upgrade, docs/kernel-facts.md §1)."""
 
 SYSCTL_FILE = "/etc/sysctl.d/90-conntune.conf"
 MODPROBE_FILE = "/etc/modprobe.d/conntune.conf"

@@ -1,9 +1,9 @@
 """
 Conntrack timeout profiles, in seconds, keyed by sysctl name.
 
-Sources (domain.md §4): MikroTik RouterOS "Connection tracking" documented defaults; Linux
-defaults from Documentation/networking/nf_conntrack-sysctl.rst and nf_conntrack_proto_*.c;
-kube-proxy pkg/proxy/conntrack and defaults.go.
+Sources (docs/kernel-facts.md §4): MikroTik RouterOS "Connection tracking" documented
+defaults; Linux defaults from Documentation/networking/nf_conntrack-sysctl.rst and
+nf_conntrack_proto_*.c; kube-proxy pkg/proxy/conntrack and defaults.go.
 """
 
 from __future__ import annotations

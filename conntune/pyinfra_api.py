@@ -1,6 +1,8 @@
 """
-The one module that imports ``pyinfra.api``. pyinfra 4 will change this API (``connect_all`` is
-already ``async`` upstream); when it does, this file is the only one to port.
+The fleet runner: conntune's jobs (audit, reconcile, revert, watch) over pyinfra's Python API
+(connect, read, run, collect). This is the one module that uses pyinfra's internals; pyinfra 4
+will change them (``connect_all`` is already ``async`` upstream) and this file is the only one
+to port. Facts and operations use pyinfra's public plugin API directly.
 """
 
 from __future__ import annotations
@@ -13,19 +15,8 @@ from fnmatch import fnmatch
 
 import gevent
 import pyinfra
-from pyinfra.api import (
-    BaseStateCallback,
-    Config,
-    FactBase,
-    FunctionCommand,
-    OperationError,
-    QuoteString,
-    State,
-    StringCommand,
-    deploy,
-    operation,
-)
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.api import BaseStateCallback, Config, State, StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
@@ -35,64 +26,10 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra_cli.inventory import make_inventory
+from pyinfra_cli.util import parse_cli_arg
 
+from conntune.facts.host import ConntuneHost, cached_reading, remember_reading
 from conntune.hostfacts import HostFacts
-
-__all__ = [
-    "FactBase",
-    "Fleet",
-    "FunctionCommand",
-    "OperationError",
-    "QuoteString",
-    "StringCommand",
-    "close_fleet",
-    "connector_arguments",
-    "converge_fleet",
-    "deploy",
-    "forget_host_facts",
-    "open_fleet",
-    "operation",
-    "read_fleet",
-    "read_host",
-    "run_on_hosts",
-]
-
-_CACHE_ATTRIBUTE = "_conntune_host_facts"
-
-
-def read_host(host: Host, fresh: bool = False) -> HostFacts:
-    """
-    The host's ``ConntuneHost`` fact, read once per run.
-
-    pyinfra 3.10 has no fact cache: every ``host.get_fact`` is a remote command, and operation
-    bodies run twice (change detection, then execution). conntune's operations each look at a
-    different part of one reading, and no operation changes what a later one reads, so one
-    reading per host serves the whole run. ``fresh=True`` re-reads (after a firewalld restart).
-    """
-    from facts.conntune import ConntuneHost
-
-    cached = getattr(host, _CACHE_ATTRIBUTE, None)
-    if cached is None or fresh:
-        cached = host.get_fact(ConntuneHost)
-        setattr(host, _CACHE_ATTRIBUTE, cached)
-    return cached
-
-
-def connector_arguments(host: Host) -> dict[str, object]:
-    """
-    How the current operation runs its commands (``_sudo``, ``_sudo_password``...), for the
-    extra commands a ``FunctionCommand`` sends: pyinfra does not pass them on by itself.
-    """
-    arguments = host.current_op_global_arguments or {}
-    return {key: arguments[key] for key in CONNECTOR_ARGUMENT_KEYS if key in arguments}
-
-
-def forget_host_facts(host: Host) -> None:
-    if hasattr(host, _CACHE_ATTRIBUTE):
-        delattr(host, _CACHE_ATTRIBUTE)
-
-
-# --- Fleet runs (conntune audit / reconcile): pyinfra's Python API ---------------------------
 
 
 class _ConnectErrors(BaseStateCallback):
@@ -101,6 +38,11 @@ class _ConnectErrors(BaseStateCallback):
 
     def host_connect_error(self, state: State, host: Host, error) -> None:  # type: ignore[override]
         self.errors[host.name] = str(error)
+
+
+def parse_data_value(text: str) -> object:
+    """A ``--data`` value exactly as ``pyinfra --data`` reads it (true/false, numbers, JSON)."""
+    return parse_cli_arg(text)
 
 
 @dataclass
@@ -159,10 +101,9 @@ def read_fleet(
     One ``ConntuneHost`` reading per connected host, in parallel; an error text on failure.
     ``progress(done, total)`` is called as hosts answer.
     """
-    from facts.conntune import ConntuneHost
 
     def read(host: Host) -> HostFacts | str:
-        cached = None if fresh else getattr(host, _CACHE_ATTRIBUTE, None)
+        cached = None if fresh else cached_reading(host)
         if cached is not None:
             return cached
         try:
@@ -172,7 +113,7 @@ def read_fleet(
             return f"could not read the host: {error}"
         if not facts.complete:
             return "could not read the host: the reading command failed (sudo? see the log)"
-        setattr(host, _CACHE_ATTRIBUTE, facts)
+        remember_reading(host, facts)
         return facts
 
     greenlets = {fleet.state.pool.spawn(read, host): host for host in fleet.hosts}
@@ -211,15 +152,17 @@ def run_on_hosts(
 ) -> dict[str, str | Exception]:
     """
     Run one command per host in parallel over the connections ``open_fleet`` keeps open (a new
-    SSH channel each time, no new login). A host that fails gives its exception, not a crash.
+    SSH channel each time, no new login), as the host's data says (``_sudo``...). A host that
+    fails gives its exception, not a crash.
     """
 
     def run(host: Host) -> str | Exception:
         try:
-            with gevent.Timeout(timeout):
-                status, output = host.run_shell_command(
-                    StringCommand(commands[host.name]), _timeout=int(timeout)
-                )
+            with gevent.Timeout(timeout), ctx_state.use(fleet.state), ctx_host.use(host):
+                arguments, _ = pop_global_arguments(fleet.state, host, {})
+                how = {k: v for k, v in arguments.items() if k in CONNECTOR_ARGUMENT_KEYS}
+                how["_timeout"] = int(timeout)
+                status, output = host.run_shell_command(StringCommand(commands[host.name]), **how)
         except BaseException as error:  # gevent.Timeout is a BaseException
             if isinstance(error, KeyboardInterrupt):
                 raise

@@ -1,31 +1,52 @@
-"""The text of every file conntune writes on a host. Pure functions of the plan."""
+"""
+The text of every file conntune writes on a host (conntune.paths lists them), and which of them
+a plan wants. Pure functions of the plan and the host facts.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+import shlex
 
+from conntune import cake as cake_policy
+from conntune import conflicts, paths
 from conntune.hostfacts import BUCKETS_KEY, HostFacts
-
-if TYPE_CHECKING:
-    from conntune.policy import CakePlan, Plan
+from conntune.plan import CakePlan, Plan
 
 HEADER = "# Managed by conntune: edits are overwritten. `conntune plan` explains the values.\n"
-HASHSIZE = "nf_conntrack.hashsize"
+# the key the undo record uses for the live hash size (a module parameter, not a sysctl)
+HASHSIZE_RECORD = "nf_conntrack.hashsize"
 
 
-def render_sysctl_file(values: dict[str, int]) -> str:
+def sysctl_file(values: dict[str, int]) -> str:
     return HEADER + "".join(f"{key} = {value}\n" for key, value in values.items())
 
 
-def render_cake_unit(cake: CakePlan, tc_path: str) -> str:
+def modprobe_file(buckets: int) -> str:
+    return (
+        "# Managed by conntune: the hash size at module load (the live value is set too).\n"
+        f"options nf_conntrack hashsize={buckets}\n"
+    )
+
+
+# systemd-modules-load runs before systemd-sysctl: without this the net.netfilter keys do not
+# exist yet at boot and are skipped (systemd#1113, docs/kernel-facts.md §3).
+MODULES_LOAD_FILE = (
+    "# Managed by conntune: load nf_conntrack before systemd-sysctl applies sysctl.d.\n"
+    "nf_conntrack\n"
+)
+
+
+def cake_unit(cake: CakePlan, tc_path: str) -> str:
     """
-    A oneshot unit bound to the device, as sqm-scripts' sqm@.service does (domain.md §5): it
-    runs when the NIC appears (boot, or re-creation) and stops with it.
+    A oneshot unit bound to the device, as sqm-scripts' sqm@.service does
+    (docs/kernel-facts.md §5): it runs when the NIC appears (boot, or re-creation) and stops
+    with it.
     """
     device = f"sys-subsystem-net-devices-{cake.interface}.device"
+    command = shlex.join([tc_path, *cake_policy.tc_arguments(cake)])
     return (
-        HEADER.replace("plan` explains the values", "plan` explains the rate") + "[Unit]\n"
+        "# Managed by conntune: edits are overwritten. `conntune plan` explains the rate.\n"
+        "[Unit]\n"
         f"Description=conntune: CAKE qdisc on {cake.interface} at {cake.rate}\n"
         f"BindsTo={device}\n"
         f"After={device}\n"
@@ -33,8 +54,7 @@ def render_cake_unit(cake: CakePlan, tc_path: str) -> str:
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
-        f"ExecStart={tc_path} qdisc replace dev {cake.interface} root cake "
-        f"bandwidth {cake.bandwidth_bit}bit {cake.diffserv}\n"
+        f"ExecStart={command}\n"
         "\n"
         "[Install]\n"
         f"WantedBy={device}\n"
@@ -42,43 +62,50 @@ def render_cake_unit(cake: CakePlan, tc_path: str) -> str:
     )
 
 
-def render_original(facts: HostFacts, plan: Plan) -> str:
+def original_record(facts: HostFacts, plan: Plan) -> str:
     """The live values conntune is about to own, as they are before its first change."""
     lines = [
         "# conntune: live values before conntune first changed this host.\n",
         "# `conntune revert` restores them. Written once, never updated.\n",
     ]
     if plan.buckets is not None and facts.buckets is not None:
-        lines.append(f"{HASHSIZE} = {facts.buckets}\n")
+        lines.append(f"{HASHSIZE_RECORD} = {facts.buckets}\n")
     for key in plan.sysctls:
         if key in facts.sysctls and key != BUCKETS_KEY:
             lines.append(f"{key} = {facts.sysctls[key]}\n")
     if plan.cake is not None:
         qdisc = facts.root_qdisc(plan.cake.interface)
-        lines.append(f"qdisc.{plan.cake.interface} = {qdisc.get('kind') if qdisc else 'none'}\n")
+        lines.append(f"qdisc.{plan.cake.interface} = {qdisc.kind if qdisc else 'none'}\n")
     return "".join(lines)
 
 
-@dataclass
-class Original:
-    """What ``render_original`` recorded: the live values before conntune's first change."""
+def plan_files(facts: HostFacts, out: Plan) -> None:
+    """Every file conntune owns: its wanted content, or ``None`` when it must not exist."""
+    sysctl_values: dict[str, int] = {}
+    if out.buckets is not None and facts.knob_writable(BUCKETS_KEY):
+        sysctl_values[BUCKETS_KEY] = out.buckets
+    sysctl_values.update(out.sysctls)
+    out.files[paths.SYSCTL_FILE] = sysctl_file(sysctl_values) if sysctl_values else None
 
-    sysctls: dict[str, int] = field(default_factory=dict)
-    hashsize: int | None = None
-    qdiscs: dict[str, str] = field(default_factory=dict)
-
-
-def parse_original(text: str) -> Original:
-    original = Original()
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key.startswith("#"):
-            continue
-        if key == HASHSIZE and value.isdigit():
-            original.hashsize = int(value)
-        elif key.startswith("qdisc."):
-            original.qdiscs[key.removeprefix("qdisc.")] = value
-        elif value.lstrip("-").isdigit():
-            original.sysctls[key] = int(value)
-    return original
+    # module files only where the table belongs to this kernel: in a container they set nothing
+    host_kernel = out.buckets is not None or out.conntrack_max is not None or out.load_conntrack
+    foreign = conflicts.foreign_hashsize(facts)
+    if out.buckets is not None and foreign:
+        out.warnings.append(
+            "another module option already sets nf_conntrack's hash size; conntune does not add "
+            "a second one (hashsize given twice has crashed kernels, 2045cdfa1b40): "
+            + "; ".join(map(str, foreign))
+        )
+        out.files[paths.MODPROBE_FILE] = None
+    elif out.buckets is not None:
+        out.files[paths.MODPROBE_FILE] = modprobe_file(out.buckets)
+    else:
+        out.files[paths.MODPROBE_FILE] = None
+    out.files[paths.MODULES_LOAD_FILE] = (
+        MODULES_LOAD_FILE if sysctl_values and host_kernel else None
+    )
+    out.files[paths.CAKE_UNIT_FILE] = (
+        cake_unit(out.cake, facts.tools.tc or "/usr/sbin/tc") if out.cake else None
+    )
+    if paths.ORIGINAL_FILE in facts.owned_files and facts.owned_files[paths.ORIGINAL_FILE] is None:
+        out.files[paths.ORIGINAL_FILE] = original_record(facts, out)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +37,34 @@ def on_calendar(seconds: int) -> str:
     raise ValueError("the period must divide an hour (5m, 15m, 30m) or a day (1h, 6h, 1d)")
 
 
+def conntune_command(executable: str | None = None) -> list[str]:
+    """
+    The absolute command that runs this conntune from a unit, however it was started: a
+    relative path (``.venv/bin/conntune``), a symlink, a PATH lookup, or a virtualenv that is not
+    activated. systemd refuses a relative ExecStart ("Neither a valid executable name nor an
+    absolute path") and has no venv on its PATH.
+    """
+    if executable:
+        found = shutil.which(executable) if "/" not in executable else executable
+        return [str(Path(found or executable).resolve())]
+    # the console script beside the interpreter running now: right for a venv, activated or not
+    # (the interpreter's own path is kept unresolved: a venv's python is a symlink)
+    beside = Path(sys.executable).absolute().parent / "conntune"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside.resolve())]
+    found = shutil.which("conntune")
+    if found:
+        return [str(Path(found).resolve())]
+    return [str(Path(sys.executable).absolute()), "-m", "conntune.cli"]
+
+
 @dataclass(frozen=True)
 class Schedule:
     inventory: Path
     every: str
     check: bool
     user: bool
-    executable: str
+    command: tuple[str, ...]  # absolute: conntune_command()
     workdir: Path
     state_dir: Path
     metrics_file: Path
@@ -56,7 +80,7 @@ class Schedule:
 
     def units(self) -> dict[str, str]:
         seconds = parse_duration(self.every)
-        command = [self.executable, "reconcile", str(self.inventory),
+        command = [*self.command, "reconcile", str(self.inventory),
                    "--report", str(self.state_dir / f"{self.name}.json"),
                    "--prometheus", str(self.metrics_file)]  # fmt: skip
         if self.check:

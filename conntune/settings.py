@@ -1,39 +1,18 @@
 """
-conntune's settings: read from pyinfra host/group data (or the CLI), validated before any host
-is touched. Documented for operators in ``inventories/group_data/all.py``.
+conntune's settings, each declared once: the fields of ``Settings``, with their type, default,
+allowed values and help. The same declarations drive validation (``settings_from_data``), the
+defaults, the options of ``conntune plan`` and the check that ``inventories/group_data/all.py``
+documents every setting. Values come from pyinfra host/group data (or ``--data``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
 
 from conntune import profiles
-from conntune.units import parse_rate_bit
-
-DIFFSERV_MODES = ("besteffort", "diffserv3", "diffserv4", "diffserv8", "precedence")
-FIREWALLD_RESTART = ("on-change", "never", "always")
-STATES = ("present", "absent")
-
-# Every key conntune reads from host data, with its default.
-DEFAULTS: dict[str, object] = {
-    "conntrack_max": None,
-    "conntrack_allow_shrink": False,
-    "conntrack_hashsize_ratio": 1,
-    "conntrack_max_memory_percent": 5,
-    "conntrack_timeout_profile": profiles.DEFAULT_PROFILE,
-    "conntrack_timeouts": {},
-    "cake": True,
-    "cake_interface": None,
-    "cake_bandwidth": None,
-    "cake_diffserv": "besteffort",
-    "firewalld_restart": "on-change",
-    "firewalld_restart_old_docker": False,
-    "conntune_state": "present",
-    "conntune_override_conflicts": False,
-}
-KNOWN_TIMEOUTS = [profiles.short_name(key) for key in profiles.LINUX_DEFAULTS]
-_PREFIXES = ("conntrack_", "cake_", "conntune_", "firewalld_")
+from conntune.units import Bandwidth, parse_bandwidth
 
 
 class SettingError(ValueError):
@@ -53,37 +32,195 @@ class InvalidSettings(ValueError):
         self.errors = errors
 
 
-@dataclass(frozen=True)
-class Settings:
-    conntrack_max: int | None = None
-    conntrack_allow_shrink: bool = False
-    conntrack_hashsize_ratio: float = 1
-    conntrack_max_memory_percent: float = 5
-    conntrack_timeout_profile: str = profiles.DEFAULT_PROFILE
-    conntrack_timeouts: dict[str, int] = field(default_factory=dict)
-    cake: bool = True
-    cake_interface: str | None = None
-    cake_bandwidth_bit: int | None = None
-    cake_diffserv: str = "besteffort"
-    firewalld_restart: str = "on-change"
-    firewalld_restart_old_docker: bool = False
-    conntune_state: str = "present"
-    conntune_override_conflicts: bool = False
+# --- value checkers: each returns the clean value or raises ValueError with the reason ---------
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _bool(name: str, value: object, errors: list[SettingError]) -> bool:
+def boolean(value: object) -> bool:
     if isinstance(value, bool):
         return value
-    errors.append(SettingError(name, f"{value!r} is not true or false"))
-    return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def integer(low: int, high: int | None = None, optional: bool = False) -> Callable:
+    def check(value: object) -> int | None:
+        if value is None and optional:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            what = (
+                "a positive integer"
+                if low == 1 and high is None
+                else f"an integer in {low}..{high}"
+            )
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    check.range = (low, high)  # type: ignore[attr-defined]
+    return check
+
+
+def number(low: float, high: float, low_open: bool = False, reason: str = "") -> Callable:
+    def check(value: object) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and (value > low if low_open else value >= low) and value <= high:
+            return value  # type: ignore[return-value]
+        bound = f"({low:g}, {high:g}]" if low_open else f"{low:g}..{high:g}"
+        extra = reason if ok and value > high else ""
+        raise ValueError(f"{value!r} is outside {bound}{extra}")
+
+    return check
+
+
+def choice(*allowed: str, unknown: str = "") -> Callable:
+    """One of ``allowed``; ``unknown`` names the thing in the message ("unknown mode 'x'")."""
+
+    def check(value: object) -> str:
+        if value in allowed:
+            return value  # type: ignore[return-value]
+        if unknown:
+            raise ValueError(f"unknown {unknown} {value!r} (one of: {', '.join(allowed)})")
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+
+    check.choices = allowed  # type: ignore[attr-defined]
+    return check
+
+
+def interface_name(value: object) -> str | None:
+    # IFNAMSIZ is 16 with the NUL; the kernel refuses "/", whitespace and ":" (dev_valid_name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, str)
+        and 0 < len(value) < 16
+        and value not in (".", "..")
+        and not any(c in value for c in "/: \t\n'\"$`;&|<>\\")
+    ):
+        return value
+    raise ValueError(f"{value!r} is not an interface name")
+
+
+def bandwidth(value: object) -> Bandwidth | None:
+    return None if value is None else parse_bandwidth(value)
+
+
+def timeouts(value: object) -> dict[str, int]:
+    """``{name: seconds}`` with short or full sysctl names; each bad entry is named."""
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping of name -> seconds")
+    clean, problems = {}, []
+    for name, seconds in value.items():
+        key = profiles.timeout_key(str(name))
+        where = f"conntrack_timeouts.{name}"
+        if key not in profiles.LINUX_DEFAULTS:
+            known = ", ".join(profiles.short_name(k) for k in profiles.LINUX_DEFAULTS)
+            problems.append(SettingError(where, f"unknown timeout (known: {known})"))
+        elif (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int)
+            or not (1 <= seconds <= profiles.MAX_TIMEOUT)
+        ):
+            problems.append(SettingError(
+                where, f"{seconds!r} is not a whole number of seconds in 1..{profiles.MAX_TIMEOUT}"
+            ))  # fmt: skip
+        else:
+            clean[key] = seconds
+    if problems:
+        raise InvalidSettings(problems)
+    return clean
+
+
+def setting(default: Any, check: Callable, help: str, cli: tuple[str, ...] = ()) -> Any:
+    """A ``Settings`` field: its default, its checker, its help and extra CLI option names."""
+    metadata = {"check": check, "help": help, "cli": cli}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+CHAIN_LIMIT_REASON = (
+    ": since Linux 5.15 (d7e7747ac5c2) the kernel drops inserts when one hash chain grows past "
+    "a random limit, so more than 4 entries per bucket at max drops packets before the table "
+    "is full"
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every conntune setting. The metadata of each field is its whole declaration."""
+
+    conntrack_max: int | None = setting(
+        None, integer(1, optional=True),
+        "nf_conntrack_max. Default: MemTotal / 16384 / 2 rounded up to a power of two",
+        cli=("--max",),
+    )  # fmt: skip
+    conntrack_allow_shrink: bool = setting(
+        False, boolean, "lower a live nf_conntrack_max that is already higher than the plan"
+    )
+    conntrack_hashsize_ratio: float = setting(
+        1, number(1, 4, reason=CHAIN_LIMIT_REASON),
+        "entries per hash bucket when the table is full (buckets = max / ratio), 1..4",
+        cli=("--hashsize-ratio",),
+    )  # fmt: skip
+    conntrack_max_memory_percent: float = setting(
+        5, number(0, 50, low_open=True),
+        "refuse a plan whose worst-case table memory is above this share of RAM",
+    )  # fmt: skip
+    conntrack_timeout_profile: str = setting(
+        profiles.DEFAULT_PROFILE, choice(*profiles.PROFILES, unknown="profile"),
+        "timeout profile: server, routeros, kube-proxy or kernel (`conntune profiles`)",
+        cli=("--profile",),
+    )  # fmt: skip
+    conntrack_timeouts: dict[str, int] = setting(
+        {}, timeouts, "single timeout overrides in seconds, short or full sysctl names"
+    )
+    cake: bool = setting(True, boolean, "put CAKE on the egress interface")
+    cake_interface: str | None = setting(
+        None, interface_name, "CAKE's interface. Default: the device of the default route"
+    )
+    cake_bandwidth: Bandwidth | None = setting(
+        None, bandwidth,
+        "CAKE's rate: tc units (1gbit, 950mbit; a bare number is Mbit/s) or a share of the "
+        "link speed (95%). Default: the link speed the NIC reports",
+        cli=("--bandwidth",),
+    )  # fmt: skip
+    cake_diffserv: str = setting(
+        "besteffort", choice("besteffort", "diffserv3", "diffserv4", "diffserv8", "precedence",
+                             unknown="mode"),
+        "CAKE's priority tins", cli=("--diffserv",),
+    )  # fmt: skip
+    cake_force_single_queue: bool = setting(
+        False, boolean,
+        "put one single-queue CAKE in front of a link faster than one instance shapes (2.5 Gbit/s)",
+    )  # fmt: skip
+    firewalld_restart: str = setting(
+        "on-change", choice("on-change", "never", "always"),
+        "restart firewalld: when this run changed a conntune file, never, or always",
+    )  # fmt: skip
+    firewalld_restart_old_docker: bool = setting(
+        False, boolean, "restart firewalld even next to Docker < 28.3.3 (CVE-2025-54388)"
+    )
+    conntune_state: str = setting(
+        "present", choice("present", "absent"), "absent: undo conntune on the host"
+    )
+    conntune_override_conflicts: bool = setting(
+        False, boolean, "manage keys that another sysctl file, kube-proxy or Cilium also sets"
+    )
+    conntune_lock_wait: int = setting(
+        30, integer(0, 3600),
+        "seconds to wait for another conntune run converging the same host before calling it busy",
+    )  # fmt: skip
+
+
+SPECS = {spec.name: spec for spec in fields(Settings)}
+DEFAULTS: dict[str, object] = {
+    name: (spec.default_factory() if spec.default is MISSING else spec.default)  # type: ignore[misc]
+    for name, spec in SPECS.items()
+}
+_PREFIXES = ("conntrack_", "cake_", "conntune_", "firewalld_")
 
 
 def settings_from_data(data: Mapping[str, object]) -> Settings:
@@ -93,135 +230,18 @@ def settings_from_data(data: Mapping[str, object]) -> Settings:
     a typo must not silently fall back to a default.
     """
     errors: list[SettingError] = []
-    get = {key: data.get(key, default) for key, default in DEFAULTS.items()}
     for key in data:
-        if key.startswith(_PREFIXES) and key not in DEFAULTS:
+        if key.startswith(_PREFIXES) and key not in SPECS:
             errors.append(SettingError(key, "unknown setting (see inventories/group_data/all.py)"))
-
-    conntrack_max = get["conntrack_max"]
-    if conntrack_max is not None and (not _is_int(conntrack_max) or conntrack_max < 1):
-        errors.append(SettingError("conntrack_max", f"{conntrack_max!r} is not a positive integer"))
-        conntrack_max = None
-
-    allow_shrink = _bool("conntrack_allow_shrink", get["conntrack_allow_shrink"], errors)
-
-    ratio = get["conntrack_hashsize_ratio"]
-    if not _is_number(ratio) or not 1 <= ratio <= 4:
-        reason = f"{ratio!r} is outside 1..4"
-        if _is_number(ratio) and ratio > 4:
-            reason += (
-                ": since Linux 5.15 (d7e7747ac5c2) the kernel drops inserts when one hash chain"
-                " grows past a random limit, so more than 4 entries per bucket at max drops"
-                " packets before the table is full"
-            )
-        errors.append(SettingError("conntrack_hashsize_ratio", reason))
-        ratio = 1
-
-    percent = get["conntrack_max_memory_percent"]
-    if not _is_number(percent) or not 0 < percent <= 50:
-        errors.append(
-            SettingError("conntrack_max_memory_percent", f"{percent!r} is outside (0, 50]")
-        )
-        percent = 5
-
-    profile = get["conntrack_timeout_profile"]
-    if profile not in profiles.PROFILES:
-        errors.append(
-            SettingError(
-                "conntrack_timeout_profile",
-                f"unknown profile {profile!r} (one of: {', '.join(profiles.PROFILES)})",
-            )
-        )
-        profile = "kernel"
-
-    timeouts: dict[str, int] = {}
-    raw_timeouts = get["conntrack_timeouts"]
-    if not isinstance(raw_timeouts, Mapping):
-        errors.append(SettingError("conntrack_timeouts", "must be a mapping of name -> seconds"))
-        raw_timeouts = {}
-    for name, seconds in raw_timeouts.items():
-        key = profiles.timeout_key(str(name))
-        setting = f"conntrack_timeouts.{name}"
-        if key not in profiles.LINUX_DEFAULTS:
-            errors.append(
-                SettingError(
-                    setting,
-                    f"unknown timeout (known: {', '.join(KNOWN_TIMEOUTS)})",
-                )
-            )
-        elif not _is_int(seconds) or not 1 <= seconds <= profiles.MAX_TIMEOUT:
-            errors.append(
-                SettingError(
-                    setting,
-                    f"{seconds!r} is not a whole number of seconds in 1..{profiles.MAX_TIMEOUT}",
-                )
-            )
-        else:
-            timeouts[key] = seconds
-
-    cake = _bool("cake", get["cake"], errors)
-    interface = get["cake_interface"]
-    if interface is not None and (not isinstance(interface, str) or not _valid_ifname(interface)):
-        errors.append(SettingError("cake_interface", f"{interface!r} is not an interface name"))
-        interface = None
-
-    bandwidth_bit = None
-    if get["cake_bandwidth"] is not None:
+    values = {}
+    for name, spec in SPECS.items():
+        raw = data.get(name, DEFAULTS[name])
         try:
-            bandwidth_bit = parse_rate_bit(get["cake_bandwidth"])
+            values[name] = spec.metadata["check"](raw)
+        except InvalidSettings as named:  # a mapping whose entries are named one by one
+            errors += named.errors
         except ValueError as error:
-            errors.append(SettingError("cake_bandwidth", str(error)))
-
-    diffserv = get["cake_diffserv"]
-    if diffserv not in DIFFSERV_MODES:
-        errors.append(
-            SettingError(
-                "cake_diffserv", f"unknown mode {diffserv!r} (one of: {', '.join(DIFFSERV_MODES)})"
-            )
-        )
-        diffserv = "besteffort"
-
-    restart = get["firewalld_restart"]
-    if restart not in FIREWALLD_RESTART:
-        errors.append(
-            SettingError(
-                "firewalld_restart", f"{restart!r} is not one of {', '.join(FIREWALLD_RESTART)}"
-            )
-        )
-        restart = "on-change"
-
-    state = get["conntune_state"]
-    if state not in STATES:
-        errors.append(
-            SettingError("conntune_state", f"{state!r} is not one of {', '.join(STATES)}")
-        )
-    old_docker = _bool("firewalld_restart_old_docker", get["firewalld_restart_old_docker"], errors)
-    override = _bool("conntune_override_conflicts", get["conntune_override_conflicts"], errors)
-
+            errors.append(SettingError(name, str(error)))
     if errors:
         raise InvalidSettings(errors)
-    return Settings(
-        conntrack_max=conntrack_max,
-        conntrack_allow_shrink=allow_shrink,
-        conntrack_hashsize_ratio=ratio,
-        conntrack_max_memory_percent=percent,
-        conntrack_timeout_profile=profile,
-        conntrack_timeouts=timeouts,
-        cake=cake,
-        cake_interface=interface,
-        cake_bandwidth_bit=bandwidth_bit,
-        cake_diffserv=diffserv,
-        firewalld_restart=restart,
-        firewalld_restart_old_docker=old_docker,
-        conntune_state=state,
-        conntune_override_conflicts=override,
-    )
-
-
-def _valid_ifname(name: str) -> bool:
-    # IFNAMSIZ is 16 with the NUL; the kernel refuses "/", whitespace and ":" (dev_valid_name).
-    return (
-        0 < len(name) < 16
-        and name not in (".", "..")
-        and not any(c in name for c in "/: \t\n'\"$`;&|<>\\")
-    )
+    return Settings(**values)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 # tc(8) units: decimal SI for bit rates, IEC with "i" (TC "Rates" section); "bps" means BYTES/s.
 _RATE_UNITS = {
@@ -66,6 +67,38 @@ def parse_rate_bit(value: object) -> int:
     if bits > MAX_RATE_BIT:
         raise ValueError(f"{value!r} is above {MAX_RATE_BIT // 10**9} gbit: not a real link")
     return bits
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """A CAKE rate as the operator gave it: bits per second, or a share of the link speed."""
+
+    bit: int | None = None
+    percent: float | None = None
+
+    def resolve(self, link_mbit: int | None) -> int | None:
+        """Bits per second; ``None`` for a share of a link whose speed is unknown."""
+        if self.bit is not None:
+            return self.bit
+        if link_mbit is None or self.percent is None:
+            return None
+        return round(link_mbit * 10**6 * self.percent / 100)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else format_rate(self.bit or 0)
+
+
+def parse_bandwidth(value: object) -> Bandwidth:
+    """``cake_bandwidth``: a tc rate (``parse_rate_bit``) or a percentage of the link, ``95%``."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        text = value.strip()[:-1].strip()
+        if not re.fullmatch(r"\d+(?:\.\d+)?", text):
+            raise ValueError(f"{value!r} is not a rate or a percentage (e.g. 95%)")
+        percent = float(text)
+        if not 0 < percent <= 100:
+            raise ValueError(f"{value!r}: a share of the link speed must be in (0, 100] %")
+        return Bandwidth(percent=percent)
+    return Bandwidth(bit=parse_rate_bit(value))
 
 
 def parse_size_bytes(value: object) -> int:

@@ -5,29 +5,15 @@ Python: the sample command, its parser, the rates between two samples, and the r
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import asdict, dataclass, field
 
 from conntune.audit import AT_RISK
+from conntune.facts import parse
+from conntune.facts.reading import conntrack_stats, split_sections
+from conntune.qdisc import Qdisc
 from conntune.units import human_rate
-from facts import parse
-from facts.host_state import MARKER, TABLE_FULL_LINES, split_sections
 
 COUNTERS = ("drop", "early_drop", "insert_failed", "chaintoolong")
-
-
-def sample_command(interface: str | None) -> str:
-    """One short remote command per sample: counters only, no tool that forks much."""
-    qdisc = f"tc -j -s qdisc show dev {shlex.quote(interface)} 2>/dev/null" if interface else "true"
-    return (
-        f"S() {{ printf '\\n{MARKER}%s\\n' \"$1\"; }}; "
-        "S count; cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null; "
-        "S max; cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null; "
-        "S buckets; cat /proc/sys/net/netfilter/nf_conntrack_buckets 2>/dev/null; "
-        "S stat; cat /proc/net/stat/nf_conntrack 2>/dev/null || conntrack -S 2>/dev/null; "
-        f"S tablefull; {TABLE_FULL_LINES} | wc -l; "
-        f"S qdisc; {qdisc}; S end"
-    )
 
 
 @dataclass
@@ -38,17 +24,15 @@ class Sample:
     buckets: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
     table_full: int = 0
-    qdisc: dict | None = None
+    qdisc: Qdisc | None = None
+    stats_source: str | None = None
 
 
 def parse_sample(text: str, at: float) -> Sample:
     sections = split_sections(text)
-    stat_text = sections.get("stat", "")
-    stats = parse.conntrack_stat(stat_text) or parse.conntrack_cli_stats(stat_text)
-    counters = {name: stats[name] for name in COUNTERS if name in stats}
-    if "chaintoolong" not in counters and "chainlength" in stats:
-        counters["chaintoolong"] = stats["chainlength"]  # /proc/net/stat's name for it
-    roots = [q for q in parse.qdiscs(sections.get("qdisc", "")) if q.get("root")]
+    stats = conntrack_stats(sections)
+    counters = {name: value for name in COUNTERS if (value := stats.get(name)) is not None}
+    roots = [q for q in parse.qdiscs(sections.get("qdisc", "")) if q.root]
     return Sample(
         at=at,
         count=parse.int_or_none(sections.get("count")),
@@ -57,6 +41,7 @@ def parse_sample(text: str, at: float) -> Sample:
         counters=counters,
         table_full=parse.int_or_none(sections.get("tablefull")) or 0,
         qdisc=roots[0] if roots else None,
+        stats_source=stats.source,
     )
 
 
@@ -101,13 +86,6 @@ class HostView:
         return asdict(self)
 
 
-_TIN_NAMES = {
-    1: ["besteffort"],
-    3: ["bulk", "besteffort", "voice"],
-    4: ["bulk", "besteffort", "video", "voice"],
-}
-
-
 def _rate(new: float | None, old: float | None, seconds: float) -> float:
     if new is None or old is None or seconds <= 0:
         return 0.0
@@ -136,34 +114,32 @@ def view(host: str, first: Sample, previous: Sample, current: Sample) -> HostVie
     return out
 
 
-def _qdisc(out: HostView, old: dict | None, new: dict | None, seconds: float) -> None:
+def _qdisc(out: HostView, old: Qdisc | None, new: Qdisc | None, seconds: float) -> None:
     if new is None:
         return
-    old = old or {}
-    out.qdisc_kind = new.get("kind")
-    out.qdisc_throughput_bit = round(_rate(new.get("bytes"), old.get("bytes"), seconds) * 8)
-    out.qdisc_backlog_bytes = new.get("backlog")
-    out.qdisc_drops_per_s = round(_rate(new.get("drops"), old.get("drops"), seconds), 2)
+    out.qdisc_kind = new.kind
+    out.qdisc_throughput_bit = round(_rate(new.bytes, old and old.bytes, seconds) * 8)
+    out.qdisc_backlog_bytes = new.backlog
+    out.qdisc_drops_per_s = round(_rate(new.drops, old and old.drops, seconds), 2)
     if out.qdisc_drops_per_s:
         out.attention.append(f"qdisc drops {out.qdisc_drops_per_s:.1f}/s")
-    tins, old_tins = new.get("tins") or [], old.get("tins") or []
-    names = _TIN_NAMES.get(len(tins), [f"tin{i}" for i in range(len(tins))])
+    old_tins = {tin.name: tin for tin in (old.tins if old else ())}
     ecn_total = 0.0
-    for index, tin in enumerate(tins):
-        before = old_tins[index] if index < len(old_tins) else {}
-        ecn = _rate(tin.get("ecn_mark"), before.get("ecn_mark"), seconds)
+    for tin in new.tins:
+        before = old_tins.get(tin.name)
+        ecn = _rate(tin.ecn_mark, before and before.ecn_mark, seconds)
         ecn_total += ecn
         entry = Tin(
-            name=names[index],
-            offered_bit=round(_rate(tin.get("sent_bytes"), before.get("sent_bytes"), seconds) * 8),
-            peak_delay_us=tin.get("peak_delay_us"),
-            avg_delay_us=tin.get("avg_delay_us"),
-            sparse_delay_us=tin.get("base_delay_us"),  # tc prints it as "sp_delay"
-            target_us=tin.get("target_us"),
-            sparse_flows=tin.get("sparse_flows"),
-            bulk_flows=tin.get("bulk_flows"),
-            unresponsive_flows=tin.get("unresponsive_flows"),
-            drops_per_s=round(_rate(tin.get("drops"), before.get("drops"), seconds), 2),
+            name=tin.name,
+            offered_bit=round(_rate(tin.sent_bytes, before and before.sent_bytes, seconds) * 8),
+            peak_delay_us=tin.peak_delay_us,
+            avg_delay_us=tin.avg_delay_us,
+            sparse_delay_us=tin.base_delay_us,
+            target_us=tin.target_us,
+            sparse_flows=tin.sparse_flows,
+            bulk_flows=tin.bulk_flows,
+            unresponsive_flows=tin.unresponsive_flows,
+            drops_per_s=round(_rate(tin.drops, before and before.drops, seconds), 2),
             ecn_marks_per_s=round(ecn, 2),
         )
         out.tins.append(entry)
@@ -172,7 +148,7 @@ def _qdisc(out: HostView, old: dict | None, new: dict | None, seconds: float) ->
                 f"{entry.name} delay {entry.avg_delay_us / 1000:.1f} ms > target "
                 f"{entry.target_us / 1000:.1f} ms"
             )
-    out.qdisc_ecn_marks_per_s = round(ecn_total, 2) if tins else None
+    out.qdisc_ecn_marks_per_s = round(ecn_total, 2) if new.tins else None
 
 
 def _bar(percent: float | None, width: int = 20) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from conntune import pyinfra_api
-from conntune.watch import HostView, Sample, parse_sample, sample_command, view
+from conntune.facts.reading import sample_command
+from conntune.watch import HostView, Sample, parse_sample, view
 
 
 class Watcher:

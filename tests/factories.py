@@ -3,52 +3,108 @@
 from __future__ import annotations
 
 from conntune import paths
-from conntune.hostfacts import Firewalld, HostFacts, Interface
+from conntune.facts import parse
+from conntune.hostfacts import (
+    BUCKETS_KEY,
+    MAX_KEY,
+    ConntrackStats,
+    Docker,
+    Firewalld,
+    HostFacts,
+    Interface,
+    Route,
+    Tools,
+)
 from conntune.profiles import LINUX_DEFAULTS
+from conntune.qdisc import CakeOptions, Qdisc
 
 GIB = 2**30
 
+TOOLS = Tools(
+    sysctl="/usr/sbin/sysctl",
+    modprobe="/usr/sbin/modprobe",
+    systemctl="/usr/bin/systemctl",
+    tc="/usr/sbin/tc",
+    conntrack="/usr/sbin/conntrack",
+    flock="/usr/bin/flock",
+    tc_version="tc utility, iproute2-6.1.0, libbpf 1.1.2",
+    tc_cake=True,
+    tc_cake_mq=False,
+)
+
 
 def kernel_sysctls(conntrack_max: int = 65536, buckets: int = 65536, count: int = 10) -> dict:
-    values = {key: str(value) for key, value in LINUX_DEFAULTS.items()}
+    values = dict(LINUX_DEFAULTS)
     values.update(
         {
-            "net.netfilter.nf_conntrack_max": str(conntrack_max),
-            "net.netfilter.nf_conntrack_buckets": str(buckets),
-            "net.netfilter.nf_conntrack_count": str(count),
+            "net.netfilter.nf_conntrack_max": conntrack_max,
+            "net.netfilter.nf_conntrack_buckets": buckets,
+            "net.netfilter.nf_conntrack_count": count,
         }
     )
     return values
 
 
 def make_facts(**overrides) -> HostFacts:
-    """A Debian 12 VM with 2 GiB, a 1 GbE eth0 running fq_codel, firewalld active, as root."""
-    base = {
+    """
+    A Debian 12 VM with 2 GiB, a 1 GbE eth0 running fq_codel, firewalld active, as root.
+
+    Shorthands: ``default_iface`` (a default route through it, or none), ``tc_path`` and
+    ``sysctl_path`` (``None``: the tool is missing), ``docker_version`` (+ ``docker_chains``),
+    ``stats`` (procfs counters), ``sizing_writable=False`` (the table knobs 0444: a container),
+    ``sysctl_file_lines`` / ``modprobe_options`` (``grep -H -n`` text, parsed for real).
+    """
+    base: dict = {
         "complete": True,
         "uid": 0,
         "kernel": "6.1.0-28-amd64",
         "mem_bytes": 2 * GIB,
         "cpus": 2,
-        "default_iface": "eth0",
+        "routes": [Route(4, ("eth0",), 0, "10.0.2.2")],
         "interfaces": {
-            "eth0": Interface("eth0", 1000, "up", True),
-            "lo": Interface("lo", None, "unknown", True),
+            "eth0": Interface("eth0", 1000, "up", True, tx_queues=1),
+            "lo": Interface("lo", None, "unknown", True, tx_queues=1),
         },
-        "qdiscs": [
-            {"kind": "fq_codel", "handle": "0:", "dev": "eth0", "root": True, "options": {}},
-        ],
-        "tc_path": "/usr/sbin/tc",
+        "qdiscs": [Qdisc(dev="eth0", kind="fq_codel", handle="0:", root=True)],
+        "tools": TOOLS,
         "cake_available": True,
         "conntrack_loaded": True,
         "sysctls": kernel_sysctls(),
         "hashsize": 65536,
-        "sizing_writable": True,
-        "buckets_writable": True,
         "slab_objsize": 320,
-        "firewalld": Firewalld(True, True, True, "1.3.3-1~deb12u1", "no"),
+        "stats": ConntrackStats({"entries": 10, "drop": 0}, "/proc/net/stat/nf_conntrack"),
+        "firewalld": Firewalld(True, True, True, (1, 3, 3), "1.3.3-1~deb12u1", None, False),
         "systemd": True,
         "owned_files": {path: None for path in paths.OWNED_FILES},
     }
+    if "default_iface" in overrides:
+        iface = overrides.pop("default_iface")
+        base["routes"] = [Route(4, (iface,))] if iface else []
+    tools = {}
+    if "tc_path" in overrides:
+        tools["tc"] = overrides.pop("tc_path")
+    if "sysctl_path" in overrides:
+        tools["sysctl"] = overrides.pop("sysctl_path")
+    if tools:
+        base["tools"] = Tools(**{**TOOLS.__dict__, **tools})
+    if "docker_version" in overrides:
+        text = overrides.pop("docker_version")
+        chains = overrides.pop("docker_chains", False)
+        base["docker"] = Docker(parse.version_tuple(text), text, chains)
+    if "stats" in overrides:
+        base["stats"] = ConntrackStats(overrides.pop("stats"), "/proc/net/stat/nf_conntrack")
+    if overrides.pop("sizing_writable", True) is False:
+        base["sysctl_modes"] = {
+            "/proc/sys/net/netfilter/nf_conntrack_max": 0o444,
+            "/proc/sys/net/netfilter/nf_conntrack_buckets": 0o444,
+        }
+    if "table_full_lines" in overrides and "table_full_last" not in overrides:
+        text = "\n".join(overrides["table_full_lines"])
+        base["table_full_last"] = parse.last_table_full_time(text)
+    if "sysctl_file_lines" in overrides:
+        base["sysctl_lines"] = parse.sysctl_lines(overrides.pop("sysctl_file_lines"))
+    if "modprobe_options" in overrides:
+        base["modprobe_lines"] = parse.modprobe_lines(overrides.pop("modprobe_options"))
     base.update(overrides)
     return HostFacts(**base)
 
@@ -56,26 +112,25 @@ def make_facts(**overrides) -> HostFacts:
 def converged(facts: HostFacts, desired) -> HostFacts:
     """The same host after a successful apply of ``desired``."""
     sysctls = dict(facts.sysctls)
-    sysctls.update({key: str(value) for key, value in desired.sysctls.items()})
+    sysctls.update(desired.sysctls)
     if desired.buckets is not None:
-        sysctls["net.netfilter.nf_conntrack_buckets"] = str(desired.buckets)
+        sysctls[BUCKETS_KEY] = desired.buckets
     owned = dict(facts.owned_files)
     owned.update(desired.files)
-    qdiscs = list(facts.qdiscs)
+    qdiscs = list(facts.qdiscs or [])
     if desired.cake is not None:
-        qdiscs = [q for q in qdiscs if q.get("dev") != desired.cake.interface] + [
-            {
-                "kind": "cake",
-                "handle": "8001:",
-                "dev": desired.cake.interface,
-                "root": True,
-                "options": {
-                    "bandwidth": desired.cake.bandwidth_bytes,
-                    "diffserv": desired.cake.diffserv,
-                },
-            }
+        cake = desired.cake
+        qdiscs = [q for q in qdiscs if q.dev != cake.interface] + [
+            Qdisc(
+                dev=cake.interface,
+                kind=cake.kind,
+                handle="8001:",
+                root=True,
+                cake=CakeOptions(bandwidth_bit=cake.bandwidth_bit, diffserv=cake.diffserv),
+            )
         ]
-    return make_facts(
+    assert MAX_KEY in sysctls
+    return HostFacts(
         **{
             **facts.__dict__,
             "sysctls": sysctls,
@@ -84,5 +139,6 @@ def converged(facts: HostFacts, desired) -> HostFacts:
             "qdiscs": qdiscs,
             "cake_unit_enabled": desired.cake is not None,
             "conntrack_loaded": True,
+            "unreadable": [],
         }
     )

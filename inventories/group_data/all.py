@@ -38,6 +38,10 @@ cake_interface = None
 cake_bandwidth = None
 # besteffort, diffserv3, diffserv4, diffserv8 or precedence.
 cake_diffserv = "besteffort"
+# One CAKE instance shapes about 2.5 Gbit/s on one CPU (LibreQoS issue #127). Faster links get
+# cake_mq (one instance per TX queue) where kernel and tc have it, else CAKE is skipped with the
+# reason. True: put one single-queue CAKE there anyway, accepting the cap.
+cake_force_single_queue = False
 
 # --- firewalld --------------------------------------------------------------------------------
 # "on-change": restart only when this run changed a conntune file and firewalld is active.
@@ -56,3 +60,7 @@ conntune_override_conflicts = False
 # "absent" undoes conntune on the host (same as `conntune revert`): its files and CAKE unit
 # removed, the CAKE qdisc deleted, the live values recorded before its first change restored.
 conntune_state = "present"
+# Two controllers converging one host at once (a laptop run and the scheduled reconcile): the
+# second waits this many seconds for the first, then reports the host as busy. Writes never
+# interleave (a host-side lock under /run/conntune).
+conntune_lock_wait = 30

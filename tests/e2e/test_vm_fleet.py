@@ -185,6 +185,6 @@ def test_blog_recipe_applies_and_plan_explains(fleet, tmp_path):
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     instead = json.loads(plan.stdout)
-    assert instead["hashsize"] == instead["conntrack_max"]  # not max/4
+    assert instead["buckets"] == instead["conntrack_max"]  # not max/4
     assert instead["cake"]["bandwidth_mbit"] == 1000  # not 1024
     assert instead["timeouts"][f"{profiles.P}tcp_timeout_syn_sent"] == 120  # not 5

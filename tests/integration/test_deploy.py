@@ -86,7 +86,7 @@ def test_dry_run_shows_every_change_and_changes_nothing(pristine):
         assert len(lines) == len(differing), lines
         assert f"[{name}]   create {paths.SYSCTL_FILE}" in text
         assert f"[{name}] conntune: nf_conntrack_max and the hash size are read-only" in text
-        assert f"[{name}] conntune: sch_cake is not available" in text
+        assert f"[{name}] conntune: CAKE skipped: sch_cake is not available" in text
     assert {name: snapshot(fleet, name) for name in HOSTS} == before
 
 

@@ -227,7 +227,7 @@ def test_failed_firewalld_restart_rolls_back_files_and_values(host1, tmp_path, f
     problem = "firewalld restart failed" if failure == "restart-fails" else "live values differ"
     assert problem in text
     if failure == "restart-fails":  # firewalld cannot come back either: said, not hidden
-        assert "rollback incomplete: `systemctl restart firewalld...`" in text
+        assert "rollback incomplete: `systemctl restart firewalld`" in text
     else:
         assert "previous conntune files and live values restored" in text
     assert owned_state(fleet)[paths.SYSCTL_FILE] == before_files[paths.SYSCTL_FILE]

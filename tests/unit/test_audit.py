@@ -138,7 +138,7 @@ def test_schedule_units(tmp_path):
         every="1h",
         check=False,
         user=False,
-        executable="/usr/local/bin/conntune",
+        command=("/usr/local/bin/conntune",),
         workdir=tmp_path,
         state_dir=Path("/var/lib/conntune"),
         metrics_file=Path("/var/lib/node_exporter/textfile_collector/c.prom"),

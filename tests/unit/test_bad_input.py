@@ -170,30 +170,11 @@ MATRIX = [
     ),
     ("bandwidth shell", {"cake_bandwidth": "1gbit $(reboot)"}, {}, "cake_bandwidth", "not a rate"),
     (
-        "speed unknown, no bandwidth",
-        {},
-        {"interfaces": {"eth0": Interface("eth0", None, "up", True)}},
-        "cake_bandwidth",
-        "unknown",
-    ),
-    (
         "interface does not exist",
         {"cake_interface": "eth9"},
         {},
         "cake_interface",
         "does not exist",
-    ),
-    (
-        "interface without carrier",
-        {"cake_interface": "eth1"},
-        {
-            "interfaces": {
-                "eth0": Interface("eth0", 1000, "up", True),
-                "eth1": Interface("eth1", 1000, "down", False),
-            }
-        },
-        "cake_interface",
-        "no carrier",
     ),
     (
         "interface shell metacharacters",
@@ -209,10 +190,8 @@ MATRIX = [
         "cake_interface",
         "not an interface name",
     ),
-    ("no default route", {}, {"default_iface": None}, "cake_interface", "no default route"),
     ("unknown diffserv", {"cake_diffserv": "diffserv5"}, {}, "cake_diffserv", "unknown mode"),
     ("cake not bool", {"cake": "on"}, {}, "cake", "true or false"),
-    ("tc missing", {}, {"tc_path": None}, "cake", "tc (iproute2)"),
     # --- firewalld, state, typos
     (
         "firewalld_restart typo",
@@ -260,7 +239,7 @@ MATRIX = [
 
 
 def test_matrix_is_large_enough():
-    assert len(MATRIX) >= 40
+    assert len(MATRIX) + len(CAKE_SKIPS) >= 45
 
 
 @pytest.mark.parametrize(
@@ -273,6 +252,47 @@ def test_bad_input_is_refused_naming_the_setting(data, facts, setting, words):
     errors = {error.setting: error.message for error in refused.value.errors}
     assert setting in errors, errors
     assert words in errors[setting], errors[setting]
+
+
+# CAKE is optional: a host condition that rules it out skips CAKE alone, with a warning that
+# names what to set or install, and the conntrack part is planned as usual (never refused).
+CAKE_SKIPS = [
+    (
+        "speed unknown, no bandwidth",
+        {},
+        {"interfaces": {"eth0": Interface("eth0", None, "up", True)}},
+        "set cake_bandwidth",
+    ),
+    (
+        "interface without carrier",
+        {"cake_interface": "eth1"},
+        {
+            "interfaces": {
+                "eth0": Interface("eth0", 1000, "up", True),
+                "eth1": Interface("eth1", 1000, "down", False),
+            }
+        },
+        "no carrier",
+    ),
+    ("no default route", {}, {"default_iface": None}, "set cake_interface"),
+    ("tc missing", {}, {"tc_path": None}, "install iproute2"),
+    (
+        "bandwidth share of an unknown speed",
+        {"cake_bandwidth": "95%"},
+        {"interfaces": {"eth0": Interface("eth0", None, "up", True)}},
+        "set cake_bandwidth to a rate",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "facts", "words"), [pytest.param(d, f, w, id=name) for name, d, f, w in CAKE_SKIPS]
+)
+def test_cake_problems_skip_cake_alone(data, facts, words):
+    desired = plan(make_facts(**facts), settings_from_data(data))
+    assert desired.cake is None
+    assert desired.conntrack_max == 65536 and desired.timeouts
+    assert any(w.startswith("CAKE skipped") and words in w for w in desired.warnings)
 
 
 def test_good_input_passes_through_the_same_path():

@@ -15,11 +15,11 @@ def test_plan_json_for_the_blog_host():
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     assert plan["conntrack_max"] == 2097152
-    assert plan["hashsize"] == 2097152
+    assert plan["buckets"] == 2097152
     assert plan["memory_worst_case_bytes"] == 2097152 * (320 + 128) + 2097152 * 8
     assert plan["timeouts"]["net.netfilter.nf_conntrack_tcp_timeout_established"] == 86400
     assert plan["cake"] is None  # no link speed given: CAKE not planned, and it says why
-    assert any("link speed is unknown" in w for w in plan["warnings"])
+    assert any("link speed of eth0 is unknown" in w for w in plan["warnings"])
 
 
 def test_plan_json_with_link_speed_and_ratio():
@@ -27,9 +27,10 @@ def test_plan_json_with_link_speed_and_ratio():
         "plan", "--mem", "65786680000", "--hashsize-ratio", "4", "--link-speed", "1000", "--json"
     )
     plan = json.loads(result.output)
-    assert plan["hashsize"] == 524288
+    assert plan["buckets"] == 524288
     assert plan["cake"] == {
         "interface": "eth0",
+        "kind": "cake",
         "bandwidth_mbit": 1000.0,
         "bandwidth_bit": 10**9,
         "diffserv": "besteffort",

@@ -9,11 +9,15 @@ import psutil
 import pytest
 
 from conntune import paths
-from facts.host_state import SCRIPT, host_facts, split_sections
+from conntune.facts import reading
+from conntune.facts.reading import host_facts, script, split_sections
+from conntune.hostfacts import MAX_KEY
 
 
 def run_script(*prefix: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*prefix, "sh", "-c", SCRIPT], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*prefix, "sh", "-c", script()], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_script_reads_this_machine():
@@ -27,7 +31,7 @@ def test_script_reads_this_machine():
         with open("/proc/sys/net/netfilter/nf_conntrack_max") as live:
             assert facts.conntrack_max == int(live.read())
         assert facts.conntrack_loaded
-        assert "entries" in facts.stats
+        assert "entries" in facts.stats.counters
     assert set(facts.owned_files) == set(paths.OWNED_FILES)
     assert "host reading was cut short" not in facts.unreadable
 
@@ -44,7 +48,7 @@ def test_script_unprivileged_says_what_it_could_not_read():
     if os.path.exists("/sys/module/nf_conntrack/parameters/hashsize"):
         assert facts.hashsize is None
         assert any("hashsize" in what for what in facts.unreadable)
-        assert facts.buckets == facts.sysctl_int("net.netfilter.nf_conntrack_buckets")
+        assert facts.buckets == facts.sysctls["net.netfilter.nf_conntrack_buckets"]
 
 
 @pytest.mark.parametrize(
@@ -70,7 +74,8 @@ def test_file_sections_keep_content_exactly():
     sections = split_sections(output)
     assert sections["file /etc/a"] == "line 1\n\nline 3\n"
     facts = host_facts(output)
-    assert facts.owned_files == {"/etc/a": "line 1\n\nline 3\n", "/etc/b": None}
+    assert facts.owned_files["/etc/a"] == "line 1\n\nline 3\n"
+    assert facts.owned_files["/etc/b"] is None
 
 
 CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured"
@@ -124,7 +129,7 @@ CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured"
     ],
 )
 def test_real_host_readings(release, expected):
-    """The whole one-command reading, captured with `ssh HOST sh -s < SCRIPT` on real hosts."""
+    """The whole one-command reading, captured with `ssh HOST sh -s < reading.sh` on real hosts."""
     facts = host_facts((CAPTURED / release / "conntune_host_state.txt").read_text())
     assert facts.kernel == expected["kernel"]
     assert facts.mem_bytes == expected["mem_bytes"]
@@ -133,14 +138,14 @@ def test_real_host_readings(release, expected):
     assert facts.conntrack_loaded
     assert facts.conntrack_max == expected["conntrack_max"]
     assert facts.hashsize == expected["hashsize"]
-    assert facts.sizing_writable is expected["sizing_writable"]
+    assert facts.knob_writable(MAX_KEY) is expected["sizing_writable"]
     assert facts.cake_available is expected["cake"]
-    assert facts.firewalld.active and facts.firewalld.version == expected["firewalld"]
-    assert facts.firewalld.cleanup_modules_on_exit == "no"
-    assert facts.root_qdisc("eth0")["kind"] == expected["qdisc"]
-    assert facts.tc_path == "/usr/sbin/tc"
+    assert facts.firewalld.active and facts.firewalld.version_text == expected["firewalld"]
+    assert facts.firewalld.cleanup_modules_on_exit is False
+    assert facts.root_qdisc("eth0").kind == expected["qdisc"]
+    assert facts.tools.tc == "/usr/sbin/tc"
     assert facts.slab_objsize == 256
-    assert "drop" in facts.stats and "entries" in facts.stats
+    assert "drop" in facts.stats.counters and "entries" in facts.stats.counters
     assert facts.unreadable == []
     assert all(content is None for content in facts.owned_files.values())
 
@@ -148,10 +153,11 @@ def test_real_host_readings(release, expected):
 def test_host_side_table_full_filter_agrees_with_the_parser():
     """The shell filter the reading and the watch run on the host counts what the parser counts,
     on every public and captured kernel log (expectation-table lines included)."""
-    from facts.host_state import TABLE_FULL_LINES
-    from facts.parse import table_full_events
+    from conntune.facts.parse import table_full_events
+    from conntune.facts.reading import script_functions
 
-    host_filter = "cat " + TABLE_FULL_LINES.split("; } ", 1)[1]  # the log from stdin
+    # the script's own function, with dmesg replaced by the log on stdin
+    host_filter = "dmesg() { cat; }\n" + script_functions("table_full_lines") + "table_full_lines"
     logs = sorted((CAPTURED.parent / "public" / "table_full").glob("*.txt"))
     logs += sorted(CAPTURED.glob("*/*table_full*.txt"))
     assert len(logs) >= 20
@@ -160,3 +166,28 @@ def test_host_side_table_full_filter_agrees_with_the_parser():
         kept = subprocess.run(["sh", "-c", host_filter], input=text, capture_output=True,
                               text=True).stdout  # fmt: skip
         assert len(kept.splitlines()) == table_full_events(text), log.name
+
+
+def test_reading_script_passes_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (Debian package shellcheck; scripts/test.sh)")
+    path = Path(reading.__file__).with_name("reading.sh")
+    run = subprocess.run(["shellcheck", "-s", "sh", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout
+
+
+@pytest.mark.parametrize("shell", [["dash"], ["busybox", "sh"]])
+def test_reading_runs_under_dash_and_busybox_alike(shell):
+    """The same host read by dash and by busybox sh gives the same facts as sh."""
+    if shutil.which(shell[0]) is None:
+        pytest.fail(f"{shell[0]} is not installed (scripts/test.sh installs it)")
+    reference = host_facts(run_script().stdout)
+    run = subprocess.run([*shell, "-c", script()], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    facts = host_facts(run.stdout)
+    assert facts.complete and facts.format == reading.FORMAT
+    for field in ("kernel", "mem_bytes", "cpus", "routes", "interfaces", "tools", "mounts",
+                  "sysctl_modes", "firewalld", "owned_files", "cake_available", "uid",
+                  "modprobe_lines", "sysctl_lines"):  # fmt: skip
+        assert getattr(facts, field) == getattr(reference, field), field
+    assert set(facts.sysctls) == set(reference.sysctls)

@@ -12,9 +12,10 @@ from pyinfra.api import FunctionCommand, StringCommand
 from pyinfra.context import ctx_host, ctx_state
 
 from conntune import paths
+from conntune.operations import cake as cake_ops
+from conntune.operations import conntrack, files, guards
 from conntune.policy import plan
 from conntune.settings import settings_from_data
-from operations import conntune as ops
 from tests.factories import GIB, converged, make_facts
 
 
@@ -40,6 +41,7 @@ def fake_state(diff: bool = False, executing: bool = False) -> SimpleNamespace:
         config=SimpleNamespace(DIFF=diff),
         is_executing=executing,
         should_check_for_changes=lambda: True,
+        failed_hosts=set(),
     )
 
 
@@ -67,7 +69,9 @@ def assert_valid_sh(command: str) -> None:
 
 
 def test_live_values_change(facts, desired):
-    commands, _ = run(ops.conntrack_live, facts, sysctls=desired.sysctls, buckets=desired.buckets)
+    commands, _ = run(
+        conntrack.conntrack_live, facts, sysctls=desired.sysctls, buckets=desired.buckets
+    )
     assert len(commands) == 1
     command = commands[0]
     assert_valid_sh(command)
@@ -81,7 +85,7 @@ def test_live_values_change(facts, desired):
 
 def test_live_values_no_change(facts, desired):
     commands, host = run(
-        ops.conntrack_live,
+        conntrack.conntrack_live,
         converged(facts, desired),
         sysctls=desired.sysctls,
         buckets=desired.buckets,
@@ -93,7 +97,7 @@ def test_live_values_no_change(facts, desired):
 def test_live_values_loads_module_when_absent(desired):
     facts = make_facts(conntrack_loaded=False, sysctls={}, hashsize=None)
     commands, _ = run(
-        ops.conntrack_live,
+        conntrack.conntrack_live,
         facts,
         sysctls=desired.sysctls,
         buckets=desired.buckets,
@@ -105,7 +109,9 @@ def test_live_values_loads_module_when_absent(desired):
 
 def test_live_values_dry_run_diff(facts, desired, caplog):
     caplog.set_level(logging.INFO)
-    run(ops.conntrack_live, facts, diff=True, sysctls=desired.sysctls, buckets=desired.buckets)
+    run(
+        conntrack.conntrack_live, facts, diff=True, sysctls=desired.sysctls, buckets=desired.buckets
+    )
     text = caplog.text
     assert "nf_conntrack hashsize: 65536 → 131072" in text
     assert "net.netfilter.nf_conntrack_tcp_timeout_established: 432000 → 86400" in text
@@ -114,7 +120,7 @@ def test_live_values_dry_run_diff(facts, desired, caplog):
 def test_diff_is_not_printed_twice(facts, desired, caplog):
     caplog.set_level(logging.INFO)
     run(
-        ops.conntrack_live,
+        conntrack.conntrack_live,
         facts,
         diff=True,
         executing=True,
@@ -125,7 +131,7 @@ def test_diff_is_not_printed_twice(facts, desired, caplog):
 
 
 def test_files_change_is_one_atomic_command(facts, desired):
-    commands, _ = run(ops.owned_files, facts, files=desired.files)
+    commands, _ = run(files.owned_files, facts, files=desired.files)
     assert len(commands) == 1
     command = commands[0]
     assert_valid_sh(command)
@@ -138,7 +144,7 @@ def test_files_change_is_one_atomic_command(facts, desired):
 
 def test_files_content_is_quoted_not_interpolated(facts, tmp_path):
     evil = "x'; touch PWNED #$(touch PWNED2)`touch PWNED3`\n"
-    commands, _ = run(ops.owned_files, facts, files={paths.SYSCTL_FILE: evil})
+    commands, _ = run(files.owned_files, facts, files={paths.SYSCTL_FILE: evil})
     # run the real command with the target directory moved into tmp_path
     command = commands[0].replace("/etc/sysctl.d", str(tmp_path / "sysctl.d"))
     subprocess.run(["sh", "-c", command], cwd=tmp_path, check=True)
@@ -148,7 +154,7 @@ def test_files_content_is_quoted_not_interpolated(facts, tmp_path):
 
 
 def test_files_no_change(facts, desired):
-    commands, host = run(ops.owned_files, converged(facts, desired), files=desired.files)
+    commands, host = run(files.owned_files, converged(facts, desired), files=desired.files)
     assert commands == []
     assert "already as planned" in host.noops[0]
 
@@ -157,7 +163,7 @@ def test_files_removed_when_no_longer_planned(facts):
     current = make_facts(
         owned_files={**facts.owned_files, paths.CAKE_UNIT_FILE: "[Unit]\n"}, cake_unit_enabled=True
     )
-    commands, _ = run(ops.owned_files, current, files={paths.CAKE_UNIT_FILE: None})
+    commands, _ = run(files.owned_files, current, files={paths.CAKE_UNIT_FILE: None})
     assert "systemctl disable --now conntune-cake.service" in commands[0]
     assert f"rm -f {paths.CAKE_UNIT_FILE}" in commands[0]
 
@@ -167,7 +173,7 @@ def test_files_dry_run_shows_unified_diff(facts, desired, caplog):
     old = desired.files[paths.SYSCTL_FILE].replace("= 86400", "= 432000")
     current = converged(facts, desired)
     current.owned_files[paths.SYSCTL_FILE] = old
-    run(ops.owned_files, current, diff=True, files=desired.files)
+    run(files.owned_files, current, diff=True, files=desired.files)
     assert f"modify {paths.SYSCTL_FILE}" in caplog.text
     assert "-net.netfilter.nf_conntrack_tcp_timeout_established = 432000" in caplog.text
     assert "+net.netfilter.nf_conntrack_tcp_timeout_established = 86400" in caplog.text
@@ -180,9 +186,9 @@ def test_cake_change_and_no_change(facts, desired):
         "bandwidth_bit": cake.bandwidth_bit,
         "diffserv": cake.diffserv,
     }
-    commands, _ = run(ops.cake_qdisc, facts, **args)
+    commands, _ = run(cake_ops.cake_qdisc, facts, **args)
     assert commands == ["tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort"]
-    commands, host = run(ops.cake_qdisc, converged(facts, desired), **args)
+    commands, host = run(cake_ops.cake_qdisc, converged(facts, desired), **args)
     assert commands == [] and host.noops
 
 
@@ -190,7 +196,7 @@ def test_cake_other_rate_is_a_change(facts, desired, caplog):
     caplog.set_level(logging.INFO)
     current = converged(facts, desired)
     commands, _ = run(
-        ops.cake_qdisc,
+        cake_ops.cake_qdisc,
         current,
         diff=True,
         interface="eth0",
@@ -201,16 +207,20 @@ def test_cake_other_rate_is_a_change(facts, desired, caplog):
     assert "qdisc root dev eth0: cake 1gbit besteffort → cake 100mbit besteffort" in caplog.text
 
 
-def test_refuse_yields_a_failing_callback():
-    commands, _ = run(ops.refuse, make_facts(), errors=["cake_bandwidth: 'fast' is not a rate"])
+def test_refuse_yields_a_failing_callback_and_fails_a_dry_run():
+    state = fake_state()
+    host = FakeHost(make_facts())
+    with ctx_state.use(state), ctx_host.use(host):
+        commands = list(guards.refuse._inner(errors=["cake_bandwidth: 'fast' is not a rate"]))
     assert len(commands) == 1 and isinstance(commands[0], FunctionCommand)
     assert commands[0].function(None, SimpleNamespace(print_prefix=""), *commands[0].args) is False
+    assert state.failed_hosts == {host}  # change detection: pyinfra --dry then exits 1
 
 
 def test_one_host_reading_serves_every_operation(facts, desired):
     host = FakeHost(facts)
     with ctx_state.use(fake_state()), ctx_host.use(host):
-        list(ops.conntrack_live._inner(sysctls=desired.sysctls, buckets=desired.buckets))
-        list(ops.owned_files._inner(files=desired.files))
-        list(ops.cake_qdisc._inner(interface="eth0", bandwidth_bit=10**9))
+        list(conntrack.conntrack_live._inner(sysctls=desired.sysctls, buckets=desired.buckets))
+        list(files.owned_files._inner(files=desired.files))
+        list(cake_ops.cake_qdisc._inner(interface="eth0", bandwidth_bit=10**9))
     assert host.fact_reads == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from facts import parse
+from conntune.facts import parse
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 D12 = "captured/debian12-6.1"
@@ -244,35 +244,39 @@ def test_link_speed_edge_cases(sample, speed):
 
 
 def _cake(qdiscs):
-    return [q for q in qdiscs if q["kind"] == "cake"]
+    return [q for q in qdiscs if q.kind == "cake"]
+
+
+def _root(qdiscs, dev):
+    return next(q for q in qdiscs if q.dev == dev and q.root)
 
 
 @pytest.mark.parametrize(
     ("fixture", "kinds", "cake_bandwidths"),
     [
         (f"{D12}/tc_j_s_qdisc.default.json", {"lo": "noqueue", "eth0": "fq_codel"}, []),
-        (f"{D12}/tc_j_s_qdisc.cake_1000mbit.json", {"eth0": "cake"}, [125000000]),
-        (f"{D12}/tc_j_qdisc.cake_1000mbit.json", {"eth0": "cake"}, [125000000]),
-        (f"{D12}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json", {"eth0": "cake"}, [1250000]),
+        (f"{D12}/tc_j_s_qdisc.cake_1000mbit.json", {"eth0": "cake"}, [10**9]),
+        (f"{D12}/tc_j_qdisc.cake_1000mbit.json", {"eth0": "cake"}, [10**9]),
+        (f"{D12}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json", {"eth0": "cake"}, [10**7]),
         (f"{D13}/tc_j_s_qdisc.default.json", {"lo": "noqueue", "eth0": "fq_codel"}, []),
-        (f"{D13}/tc_j_s_qdisc.cake_1000mbit.json", {"eth0": "cake"}, [125000000]),
-        (f"{D13}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json", {"eth0": "cake"}, [1250000]),
+        (f"{D13}/tc_j_s_qdisc.cake_1000mbit.json", {"eth0": "cake"}, [10**9]),
+        (f"{D13}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json", {"eth0": "cake"}, [10**7]),
         (f"{HOST}/tc_j_s_qdisc_show.json", {"eth0": "pfifo_fast", "lo": "noqueue"}, []),
         (
             f"{PUB}/tc_json/cake-4wan-diffserv4-ingress-ptm-tins-iproute2-json.json",
             {"ens16": "cake", "ens18": "fq_codel"},
-            [4750000, 117500000, 2250000, 11875000],
+            [38_000_000, 940_000_000, 18_000_000, 95_000_000],  # bytes/s x 8
         ),
     ],
 )
 def test_qdiscs(fixture, kinds, cake_bandwidths):
     found = parse.qdiscs(text(fixture))
     for dev, kind in kinds.items():
-        assert parse.root_qdisc(found, dev)["kind"] == kind
-    assert [q["options"]["bandwidth"] for q in _cake(found)] == cake_bandwidths
+        assert _root(found, dev).kind == kind
+    assert [q.cake.bandwidth_bit for q in _cake(found)] == cake_bandwidths
     for qdisc in found:
-        assert {"kind", "handle", "options"} <= set(qdisc)
-        assert "root" in qdisc or "parent" in qdisc
+        assert qdisc.kind and qdisc.handle
+        assert qdisc.root or qdisc.parent
 
 
 @pytest.mark.parametrize("release", [D12, D13])
@@ -280,18 +284,18 @@ def test_qdiscs_cake_tins_with_traffic(release):
     (cake,) = _cake(
         parse.qdiscs(text(f"{release}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json"))
     )
-    assert cake["options"]["diffserv"] == "diffserv4"
-    assert len(cake["tins"]) == 4
-    assert sum(tin["sent_packets"] for tin in cake["tins"]) > 0
+    assert cake.cake.diffserv == "diffserv4"
+    assert [tin.name for tin in cake.tins] == ["bulk", "besteffort", "video", "voice"]
+    assert sum(tin.sent_packets for tin in cake.tins) > 0
 
 
 def test_qdiscs_children_and_unlimited():
     found = parse.qdiscs(text(f"{PUB}/tc_json/mqprio-pfifo_fast-priomap-trailing-space.json"))
-    assert found[0]["kind"] == "mqprio" and found[0]["root"] is True
-    assert {q["parent"] for q in found[1:]} == {f"8001:{n}" for n in range(1, 9)}
+    assert found[0].kind == "mqprio" and found[0].root is True
+    assert {q.parent for q in found[1:]} == {f"8001:{n}" for n in range(1, 9)}
     # a fragment (one object, not an array) still parses; bandwidth may be "unlimited"
     fragment = parse.qdiscs(text(f"{PUB}/tc_json/libreqos-mq-root-7fff.fragment.txt"))
-    assert fragment[0]["kind"] == "mq"
+    assert fragment[0].kind == "mq"
 
 
 def test_qdiscs_odd_input():
@@ -299,8 +303,8 @@ def test_qdiscs_odd_input():
     assert parse.qdiscs("Error: Specified qdisc kind is unknown.") == []
     two = '[{"kind":"fq","handle":"0:","dev":"a","root":true}]\n[{"kind":"cake","dev":"b","root":true,"options":{"bandwidth":"unlimited"}}]'
     found = parse.qdiscs(two)
-    assert [q["kind"] for q in found] == ["fq", "cake"]
-    assert found[0]["options"] == {}
+    assert [q.kind for q in found] == ["fq", "cake"]
+    assert found[0].cake is None and found[1].cake.bandwidth_bit is None  # unlimited
 
 
 TABLE_FULL = {

@@ -63,7 +63,7 @@ def test_buckets_are_rounded_to_the_kernel_allocation_unit():
 
 
 def test_container_skips_sizing_but_keeps_timeouts():
-    facts = make_facts(sizing_writable=False, buckets_writable=False, cake_available=False)
+    facts = make_facts(sizing_writable=False, cake_available=False)
     desired = planned(facts)
     assert desired.conntrack_max is None and desired.buckets is None
     assert desired.timeouts == profiles.SERVER
@@ -95,7 +95,6 @@ def test_timeout_missing_on_kernel_is_skipped_with_warning():
 def test_cake_defaults_to_link_speed():
     cake = planned().cake
     assert (cake.interface, cake.bandwidth_bit, cake.diffserv) == ("eth0", 10**9, "besteffort")
-    assert cake.bandwidth_bytes == 125_000_000  # what tc -j reports
 
 
 def test_cake_rate_above_link_speed_warns():
@@ -104,16 +103,21 @@ def test_cake_rate_above_link_speed_warns():
     assert any("above the link speed" in w for w in desired.warnings)
 
 
-def test_unknown_link_speed_asks_for_bandwidth():
+def test_unknown_link_speed_skips_cake_alone_and_asks_for_bandwidth():
+    # virtio-unknown-speed: the table and timeouts are planned, CAKE alone is skipped
     facts = make_facts(interfaces={"eth0": Interface("eth0", None, "up", True)})
-    assert "set cake_bandwidth" in refused(facts)["cake_bandwidth"]
+    desired = planned(facts)
+    assert desired.cake is None and desired.conntrack_max == 65536 and desired.timeouts
+    assert any("CAKE skipped" in w and "set cake_bandwidth" in w for w in desired.warnings)
     assert planned(facts, cake_bandwidth="100mbit").cake.bandwidth_bit == 10**8
 
 
-def test_cake_interface_must_exist_and_have_carrier():
+def test_cake_interface_must_exist_and_a_link_down_skips_cake():
     assert "does not exist" in refused(cake_interface="eth9")["cake_interface"]
     facts = make_facts(interfaces={"eth0": Interface("eth0", 1000, "down", False)})
-    assert "no carrier" in refused(facts)["cake"]
+    desired = planned(facts)
+    assert desired.cake is None and desired.conntrack_max is not None
+    assert any("no carrier" in w and "cake_interface" in w for w in desired.warnings)
 
 
 def test_no_cake_module_skips_cake():
@@ -121,26 +125,22 @@ def test_no_cake_module_skips_cake():
     assert desired.cake is None and desired.files[paths.CAKE_UNIT_FILE] is None
 
 
-def test_missing_tc_is_refused():
-    assert "tc" in refused(make_facts(tc_path=None))["cake"]
+def test_missing_tc_skips_cake_and_names_the_package():
+    desired = planned(make_facts(tc_path=None))
+    assert desired.cake is None and desired.conntrack_max is not None
+    assert any("tc is not installed: install iproute2" in w for w in desired.warnings)
 
 
 def test_foreign_hashsize_option_is_reported_not_duplicated():
-    from facts.parse import ConfLine
-
-    line = ConfLine(
-        "/etc/modprobe.d/firewalld-sysctls.conf", 3, "options nf_conntrack hashsize=131072"
-    )
-    desired = planned(make_facts(modprobe_options=[line]))
+    line = "/etc/modprobe.d/firewalld-sysctls.conf:3:options nf_conntrack hashsize=131072"
+    desired = planned(make_facts(modprobe_options=line))
     assert desired.files[paths.MODPROBE_FILE] is None
     assert any("firewalld-sysctls.conf:3" in w for w in desired.warnings)
 
 
 def test_other_sysctl_files_are_reported():
-    from facts.parse import ConfLine
-
-    line = ConfLine("/etc/sysctl.d/99-zz.conf", 1, "net.netfilter.nf_conntrack_max = 1")
-    assert any("99-zz.conf:1" in w for w in planned(make_facts(sysctl_file_lines=[line])).warnings)
+    line = "/etc/sysctl.d/99-zz.conf:1:net.netfilter.nf_conntrack_max = 1"
+    assert any("99-zz.conf:1" in w for w in planned(make_facts(sysctl_file_lines=line)).warnings)
 
 
 def test_persisted_files_load_the_module_before_sysctl():
@@ -219,19 +219,17 @@ def test_kube_proxy_keys_are_left_to_it():
 
 
 def test_earlier_sysctl_file_is_overridden_not_skipped():
-    from facts.parse import ConfLine
-
-    line = ConfLine("/etc/sysctl.d/10-early.conf", 2, f"{profiles.P}udp_timeout = 60")
-    desired = planned(make_facts(sysctl_file_lines=[line]))
+    line = f"/etc/sysctl.d/10-early.conf:2:{profiles.P}udp_timeout = 60"
+    desired = planned(make_facts(sysctl_file_lines=line))
     assert desired.timeouts[f"{profiles.P}udp_timeout"] == 10
     assert any("conntune's file wins" in w for w in desired.warnings)
 
 
 def test_absent_restores_the_recorded_values_and_removes_everything():
-    from conntune.render import render_original
+    from conntune.render import original_record
 
     fresh = make_facts()
-    original = render_original(fresh, planned(fresh))
+    original = original_record(fresh, planned(fresh))
     applied = converged(fresh, planned(fresh))
     applied.owned_files[paths.ORIGINAL_FILE] = original
     undo = planned(applied, conntune_state="absent")

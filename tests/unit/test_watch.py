@@ -1,10 +1,11 @@
 """Watch: samples parsed from real output, rates between two samples, the rendering."""
 
 import json
+import subprocess
 from pathlib import Path
 
-from conntune.watch import Sample, parse_sample, render, sample_command, view
-from facts.host_state import MARKER
+from conntune.facts.reading import MARKER, sample_command, split_sections
+from conntune.watch import Sample, parse_sample, render, view
 
 CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured" / "debian12-6.1"
 CAKE_1G = "tc_j_s_qdisc_dev_eth0.cake_1000mbit.json"
@@ -20,8 +21,14 @@ def sample_text(stat: str, qdisc: str, count: int, tablefull: int) -> str:
 
 
 def test_sample_command_quotes_the_interface():
-    assert "dev 'eth0; reboot'" in sample_command("eth0; reboot")
-    assert "tc -j" not in sample_command(None)
+    assert sample_command("eth0; reboot").endswith("sample 'eth0; reboot'")
+
+
+def test_sample_command_runs_here_without_an_interface():
+    run = subprocess.run(["sh", "-c", sample_command(None)], capture_output=True, text=True)
+    sections = split_sections(run.stdout)
+    assert run.returncode == 0 and "end" in sections
+    assert sections["qdisc"] == ""  # no device, no tc call
 
 
 def test_rates_from_two_real_samples():

@@ -1,0 +1,161 @@
+"""
+Planning the CAKE qdisc on the egress interface, and the one builder of its ``tc`` arguments
+(the live operation and the persisted unit both use ``tc_arguments``). Sources:
+docs/kernel-facts.md §5, tc-cake(8), iproute2 tc/q_cake.c.
+"""
+
+from __future__ import annotations
+
+from conntune.hostfacts import HostFacts
+from conntune.plan import CakePlan, Plan
+from conntune.qdisc import Qdisc
+from conntune.settings import SettingError, Settings
+from conntune.units import format_rate
+
+
+def tc_arguments(cake: CakePlan, verb: str = "replace") -> list[str]:
+    """``tc`` arguments that make ``cake`` the root qdisc (without the ``tc`` itself)."""
+    return [
+        "qdisc", verb, "dev", cake.interface, "root", cake.kind,
+        "bandwidth", f"{cake.bandwidth_bit}bit", cake.diffserv,
+    ]  # fmt: skip
+
+
+def matches(qdisc: Qdisc | None, cake: CakePlan) -> bool:
+    """Whether a root qdisc as ``tc -j`` reports it is the planned CAKE."""
+    if qdisc is None or qdisc.kind != cake.kind or qdisc.cake is None:
+        return False
+    return qdisc.cake.bandwidth_bit == cake.bandwidth_bit and qdisc.cake.diffserv == cake.diffserv
+
+
+# One CAKE instance shapes on one CPU behind one qdisc lock: about 2.5-3 Gbit/s per instance
+# (LibreQoS issue #127, measured per instance; sqm-scripts issue #116 on shaping a multi-queue
+# root). Above this rate conntune does not put a single-queue CAKE in front of a device.
+SINGLE_INSTANCE_LIMIT_BIT = 2_500_000_000
+
+
+def _skip(out: Plan, why: str) -> None:
+    """CAKE is optional: a problem with it skips CAKE alone, never the conntrack part."""
+    out.warnings.append(f"CAKE skipped: {why}")
+
+
+def _interface(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingError]) -> str | None:
+    if s.cake_interface:
+        if facts.interfaces and s.cake_interface not in facts.interfaces:
+            errors.append(SettingError(
+                "cake_interface", f"interface {s.cake_interface!r} does not exist on this host"
+            ))  # fmt: skip
+            return None
+        return s.cake_interface
+    devices = facts.default_interfaces
+    if not devices:
+        _skip(out, "the host has no default route: set cake_interface to the uplink to shape")
+        return None
+    if len(devices) > 1:
+        _skip(out, f"the default routes leave through {len(devices)} devices ("
+                   f"{', '.join(devices)}): set cake_interface to the one to shape")  # fmt: skip
+        return None
+    return devices[0]
+
+
+def _tools_problem(facts: HostFacts) -> str | None:
+    tools = facts.tools
+    if not facts.cake_available:
+        return (
+            "sch_cake is not available in this kernel (no module, not built in: "
+            "CONFIG_NET_SCH_CAKE, Linux 4.19+); install a kernel that has it"
+        )
+    if tools.tc is None:
+        return "tc is not installed: install iproute2"
+    if tools.tc_cake is False:
+        return (
+            f"this tc ({tools.tc_version or 'unknown version'}) does not know cake: "
+            "install iproute2 4.20 or newer"
+        )
+    if facts.qdiscs is None:
+        return (
+            "the qdiscs are unreadable (`tc -j qdisc show` did not answer JSON): upgrade iproute2"
+        )
+    return None
+
+
+def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingError]) -> None:
+    """CAKE on the egress device at its link speed, or skipped with the setting to set."""
+    if not s.cake:
+        return
+    iface = _interface(facts, s, out, errors)
+    if iface is None:
+        return
+    problem = _tools_problem(facts)
+    if problem:
+        _skip(out, problem)
+        return
+    device = facts.interfaces.get(iface)
+    if device is not None and device.carrier is False:
+        _skip(out, f"{iface} has no carrier (link down); set cake_interface to a device that is up")
+        return
+    speed = facts.link_speed_mbit(iface)
+    bandwidth = s.cake_bandwidth.resolve(speed) if s.cake_bandwidth is not None else None
+    if s.cake_bandwidth is not None and bandwidth is None:
+        _skip(
+            out,
+            f"cake_bandwidth {s.cake_bandwidth} is a share of the link speed, and the speed of "
+            f"{iface} is unknown: set cake_bandwidth to a rate, e.g. '950mbit'",
+        )
+        return
+    if bandwidth is not None:
+        why = (
+            f"CAKE on {iface}: {format_rate(bandwidth)} set by cake_bandwidth ({s.cake_bandwidth})"
+        )
+        if speed is not None and bandwidth > speed * 10**6:
+            out.warnings.append(
+                f"cake_bandwidth {format_rate(bandwidth)} is above the link speed of {iface} "
+                f"({speed} Mbit/s): the queue will build in the NIC, not in CAKE"
+            )
+    elif speed is None:
+        _skip(out, f"the link speed of {iface} is unknown (a virtual NIC?): set cake_bandwidth, "
+                   "e.g. '1gbit'")  # fmt: skip
+        return
+    else:
+        bandwidth = speed * 10**6
+        why = (
+            f"CAKE on {iface}: {format_rate(bandwidth)}, the link speed the NIC reports (the "
+            "blog's 1024mbit on 1 GbE was above line rate)"
+        )
+    kind = _kind(facts, s, out, iface, bandwidth)
+    if kind is None:
+        return
+    out.cake = CakePlan(iface, bandwidth, s.cake_diffserv, kind)
+    out.reasons.append(f"{why}, {s.cake_diffserv}, {kind}")
+
+
+def _kind(facts: HostFacts, s: Settings, out: Plan, iface: str, bandwidth: int) -> str | None:
+    """``cake_mq`` on a multi-queue device where kernel and tc have it, else one ``cake``."""
+    device = facts.interfaces.get(iface)
+    queues = device.tx_queues if device and device.tx_queues else 1
+    has_mq = facts.cake_mq_available and facts.tools.tc_cake_mq is True
+    if queues > 1 and has_mq:
+        out.reasons.append(f"cake_mq: {iface} has {queues} TX queues, one CAKE instance each")
+        return "cake_mq"
+    if bandwidth <= SINGLE_INSTANCE_LIMIT_BIT:
+        return "cake"
+    if s.cake_force_single_queue:
+        out.warnings.append(
+            f"one CAKE instance at {format_rate(bandwidth)} (cake_force_single_queue): above "
+            f"{format_rate(SINGLE_INSTANCE_LIMIT_BIT)} a single instance is CPU-bound and caps "
+            "the host's throughput"
+        )
+        return "cake"
+    missing = (
+        "the kernel and tc have no cake_mq (Linux 7.x, iproute2 7.3)"
+        if not has_mq
+        else f"{iface} has a single TX queue"
+    )
+    limit = format_rate(SINGLE_INSTANCE_LIMIT_BIT)
+    _skip(
+        out,
+        f"{format_rate(bandwidth)} is above what one CAKE instance shapes ({limit}: one CPU, "
+        f"one lock) and {missing}; set cake_bandwidth lower, or cake_force_single_queue: true "
+        "to accept the cap",
+    )
+    return None

@@ -1,0 +1,113 @@
+"""
+Neighbours: other parties that set the knobs conntune manages, and which of them wins.
+
+- sysctl.d files: systemd-sysctl applies every ``*.conf`` of /etc/sysctl.d, /run/sysctl.d,
+  /usr/local/lib/sysctl.d and /usr/lib/sysctl.d sorted by file name, a name in /etc masking the
+  same name elsewhere (sysctl.d(5)); the last value written wins. /etc/sysctl.conf is read last
+  (procps ``sysctl --system``; Debian links it as /etc/sysctl.d/99-sysctl.conf).
+- kube-proxy and Cilium set the table size and some timeouts at runtime (kube-proxy
+  pkg/proxy/conntrack): fighting them flaps forever.
+- modprobe.d ``options nf_conntrack hashsize=`` lines, and ``nf_conntrack.hashsize=`` on the
+  kernel command line: a second hashsize option has crashed kernels (2045cdfa1b40).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from fnmatch import fnmatchcase
+
+from conntune import paths, profiles
+from conntune.hostfacts import BUCKETS_KEY, MAX_KEY, HostFacts, ModprobeLine, SysctlLine
+from conntune.plan import Conflict
+
+# What kube-proxy sets itself (pkg/proxy/conntrack): conntune does not fight over these
+KUBE_PROXY_KEYS = (MAX_KEY, BUCKETS_KEY, *profiles.KUBE_PROXY)
+_SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
+                "/lib/sysctl.d")  # fmt: skip
+
+
+def applied_after_ours(path: str) -> bool:
+    """Whether systemd-sysctl applies ``path`` after conntune's file (it then wins at boot)."""
+    if path == "/etc/sysctl.conf":
+        return True
+    return posixpath.basename(path) > posixpath.basename(paths.SYSCTL_FILE)
+
+
+def _effective_lines(lines: list[SysctlLine]) -> list[SysctlLine]:
+    """Drop lines of files masked by a same-named file in an earlier directory."""
+    owner: dict[str, str] = {}
+    for line in sorted(lines, key=lambda line: _dir_rank(line.path)):
+        owner.setdefault(posixpath.basename(line.path), posixpath.dirname(line.path))
+    return [
+        line
+        for line in lines
+        if line.path == "/etc/sysctl.conf"
+        or owner.get(posixpath.basename(line.path)) == posixpath.dirname(line.path)
+    ]
+
+
+def _dir_rank(path: str) -> int:
+    directory = posixpath.dirname(path)
+    return _SYSCTL_DIRS.index(directory) if directory in _SYSCTL_DIRS else len(_SYSCTL_DIRS)
+
+
+def _boot_order(line: SysctlLine) -> tuple[int, str, int]:
+    last = line.path == "/etc/sysctl.conf"
+    return (int(last), posixpath.basename(line.path), line.lineno)
+
+
+def sysctl_file_owners(facts: HostFacts, keys: list[str]) -> dict[str, list[SysctlLine]]:
+    """For each key, the lines of other sysctl files that set it, in the order they apply."""
+    found: dict[str, list[SysctlLine]] = {}
+    lines = sorted(_effective_lines(facts.sysctl_lines), key=_boot_order)
+    for line in lines:
+        if line.path == paths.SYSCTL_FILE:
+            continue
+        for key in keys:
+            if line.key == key or fnmatchcase(key, line.key):
+                found.setdefault(key, []).append(line)
+    return found
+
+
+def find(facts: HostFacts, keys: list[str], override: bool) -> dict[str, Conflict]:
+    """
+    The party that wins each managed key over conntune (``wins``), or that conntune overrides
+    (``conntune_override_conflicts``). Keys nobody else sets are absent from the result.
+    """
+    result: dict[str, Conflict] = {}
+    for key, lines in sysctl_file_owners(facts, keys).items():
+        later = [line for line in lines if applied_after_ours(line.path)]
+        if later:
+            last = later[-1]
+            owner = f"{last.path}:{last.lineno} ({last.text})"
+            result[key] = Conflict(key, owner, last.value, wins=not override)
+    for name, present in (("kube-proxy", facts.kube_proxy), ("Cilium", facts.cilium)):
+        if present:
+            for key in KUBE_PROXY_KEYS:
+                if key in keys and key not in result:
+                    result[key] = Conflict(key, f"{name} (sets it at runtime)", wins=not override)
+    return result
+
+
+def earlier_files(facts: HostFacts, keys: list[str]) -> list[SysctlLine]:
+    """Lines of files applied before conntune's: conntune's value wins over them at boot."""
+    return [
+        line
+        for lines in sysctl_file_owners(facts, keys).values()
+        for line in lines
+        if not applied_after_ours(line.path)
+    ]
+
+
+def foreign_hashsize(facts: HostFacts) -> list[ModprobeLine]:
+    """Other module options that set nf_conntrack's hash size (any spelling, broken or not)."""
+    return [
+        line
+        for line in facts.modprobe_lines
+        if line.path != paths.MODPROBE_FILE and "hashsize" in line.parameters
+    ]
+
+
+def broken_module_options(facts: HostFacts) -> list[ModprobeLine]:
+    """nf_conntrack options the kernel refuses: the module then fails to load at boot."""
+    return [line for line in facts.modprobe_lines if line.problem]

@@ -1,0 +1,30 @@
+"""
+Saved host readings: what ``conntune reading`` writes (the raw output of the one reading
+command) and what ``conntune plan/audit --reading`` replay, anywhere, without the host.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conntune.facts.reading import ReadingError, host_facts, reading_format, script
+from conntune.hostfacts import HostFacts
+
+
+def load_reading(path: str | Path) -> HostFacts:
+    """The ``HostFacts`` of a saved reading. Raises ``ReadingError`` naming the file."""
+    text = Path(path).read_text(errors="replace")
+    try:
+        reading_format(text)
+    except ReadingError as error:
+        raise ReadingError(f"{path}: {error}") from None
+    return host_facts(text)
+
+
+def read_this_machine() -> HostFacts:
+    """This machine, read by the same script a deploy runs on a host."""
+    result = subprocess.run(
+        ["sh", "-c", script()], capture_output=True, text=True, timeout=120, check=False
+    )
+    return host_facts(result.stdout)

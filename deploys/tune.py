@@ -1,0 +1,125 @@
+"""
+The conntune deploy: read the host once, plan, converge.
+
+.. code:: python
+
+    from conntune.deploys.tune import tune
+    tune()
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger, state
+from pyinfra.api import deploy
+
+from conntune.changes import Kind, drift
+from conntune.facts.host import read_host
+from conntune.hostfacts import HostFacts
+from conntune.operations import cake, conntrack, files, firewalld, guards
+from conntune.operations.hostlock import dead_here, lock_for
+from conntune.plan import Plan
+from conntune.policy import plan
+from conntune.settings import InvalidSettings, settings_from_data
+
+
+def restarts_firewalld(facts: HostFacts, desired: Plan) -> bool:
+    """Whether this run restarts firewalld (``always``, or ``on-change`` with a file changed)."""
+    if not desired.firewalld_active or desired.firewalld_restart_blocked is not None:
+        return False
+    if desired.firewalld_restart == "always":
+        return True
+    changed = any(change.kind is Kind.FILE for change in drift(facts, desired))
+    return desired.firewalld_restart == "on-change" and changed
+
+
+def _locks(facts: HostFacts, desired: Plan, wait: int) -> dict[str, dict | None]:
+    """The host lock for each write step that will run; the last of them releases it."""
+    kinds = {change.kind for change in drift(facts, desired)}
+    steps = {
+        "live": bool(kinds & {Kind.MODULE, Kind.BUCKETS, Kind.SYSCTL}),
+        "files": bool(kinds & {Kind.FILE, Kind.UNIT}),
+        "qdisc": Kind.QDISC in kinds,
+        "firewalld": restarts_firewalld(facts, desired),
+    }
+    running = [step for step, runs in steps.items() if runs]
+    if facts.tools.flock is None:
+        if running:
+            logger.warning(
+                f"{host.print_prefix}conntune: no flock(1) on the host: this run is not "
+                "protected from another conntune run at the same moment"
+            )
+        return dict.fromkeys(steps)
+    generation, holder = facts.lease.generation, facts.lease.holder
+    stale = holder if dead_here(holder) else None
+    return {
+        step: lock_for(generation, wait, step == running[-1], stale) if step in running else None
+        for step in steps
+    }
+
+
+@deploy("conntune")
+def tune() -> None:
+    """Tune this host's conntrack table, timeouts and CAKE qdisc as its host data asks."""
+    facts = read_host(host)
+    if not facts.complete:  # pyinfra has already failed this host and said why
+        logger.error(f"{host.print_prefix}conntune: could not read the host; nothing changed")
+        return
+    for what in facts.unreadable:
+        logger.warning(f"{host.print_prefix}conntune could not read: {what}")
+    try:
+        settings = settings_from_data(host.data.dict())
+        desired = plan(facts, settings)
+    except InvalidSettings as refused:
+        errors = [str(error) for error in refused.errors]
+        for error in errors:
+            logger.error(f"{host.print_prefix}conntune: {error}")
+        guards.refuse(name="Refuse invalid settings (nothing changed)", errors=errors)
+        return
+    for warning in desired.warnings:
+        logger.warning(f"{host.print_prefix}conntune: {warning}")
+    if state.config.DIFF or state.print_noop_info:  # --diff or -v: explain the numbers
+        for reason in desired.reasons:
+            logger.info(f"{host.print_prefix}conntune: {reason}")
+
+    if facts.uid not in (0, None):  # fails the host at execution, before any change
+        logger.warning(
+            f"{host.print_prefix}conntune: reading as uid {facts.uid}: a real run needs root "
+            "(set _sudo: True)"
+        )
+        guards.require_root(name="Check for root", uid=facts.uid)
+    lock = _locks(facts, desired, settings.conntune_lock_wait)
+    conntrack.conntrack_live(
+        name="Set live conntrack values",
+        sysctls=desired.sysctls,
+        buckets=desired.buckets,
+        load_module=desired.load_conntrack,
+        lock=lock["live"],
+    )
+    written = files.owned_files(
+        name="Write conntune files", files=desired.files, lock=lock["files"]
+    )
+    if desired.cake is not None:
+        cake.cake_qdisc(
+            name="Set the CAKE qdisc",
+            interface=desired.cake.interface,
+            bandwidth_bit=desired.cake.bandwidth_bit,
+            diffserv=desired.cake.diffserv,
+            kind=desired.cake.kind,
+            lock=lock["qdisc"],
+        )
+    if desired.cake_remove is not None:
+        cake.cake_qdisc_absent(
+            name="Remove the CAKE qdisc", interface=desired.cake_remove, lock=lock["qdisc"]
+        )
+    # Live values are applied directly above: since firewalld 1.0 a restart no longer reloads
+    # nf_conntrack (CleanupModulesOnExit=no), so it is needed only to re-read changed files.
+    if restarts_firewalld(facts, desired):
+        firewalld.firewalld_restart(
+            name="Restart firewalld and verify",
+            sysctls=desired.sysctls,
+            buckets=desired.buckets,
+            docker_chains=desired.verify_docker_chains,
+            flushes=desired.firewalld_restart_flushes,
+            lock=lock["firewalld"],
+            _if=None if desired.firewalld_restart == "always" else written.did_change,
+        )

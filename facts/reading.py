@@ -1,0 +1,352 @@
+"""
+The host reading: the script that reads a host in one command (``reading.sh``, shipped beside
+this module) and the parser that turns its output into ``HostFacts``.
+
+A reading is plain text, a marker line ``@@conntune:NAME`` before each section's raw output
+(README.md, "The reading format"), so it can be saved and replayed anywhere. Missing or
+unreadable sections become ``None`` and are listed in ``HostFacts.unreadable``; the parser never
+raises on odd output. Pure Python: the fact, the CLI and the tests share it.
+
+Format 1 readings (conntune 0.1: no ``format`` section, positional ``netdev`` lines) still parse.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from functools import cache
+from importlib.resources import files
+
+from conntune.facts import parse
+from conntune.hostfacts import (
+    MAX_KEY,
+    ConntrackStats,
+    Docker,
+    Firewalld,
+    HostFacts,
+    Interface,
+    Lease,
+    Mount,
+    Tools,
+)
+from conntune.paths import OWNED_FILES
+
+MARKER = "@@conntune:"
+FORMAT = 2
+UNREADABLE = "%%conntune-unreadable%%"
+
+
+class ReadingError(ValueError):
+    """A saved reading conntune cannot replay (a format it does not know)."""
+
+
+@cache
+def script() -> str:
+    """The whole reading script (``reading.sh``)."""
+    return files(__package__).joinpath("reading.sh").read_text()
+
+
+def script_functions(*names: str) -> str:
+    """Named shell functions of ``reading.sh``, for commands that need only part of it."""
+    found = []
+    for name in names:
+        # "name() { ...; }" on one line, or "name() {" ... "}" at the start of a line
+        pattern = rf"^{name}\(\) {{(?: [^\n]*}}\n|\n.*?^}}\n)"
+        match = re.search(pattern, script(), re.MULTILINE | re.DOTALL)
+        if match is None:
+            raise KeyError(f"reading.sh has no function {name}()")
+        found.append(match.group(0))
+    return "".join(found)
+
+
+def reading_command() -> str:
+    """What the host fact runs: the whole script, which reads everything when given no args."""
+    return script()
+
+
+def sample_command(interface: str | None) -> str:
+    """``conntune watch``'s one short command per sample: only the functions a sample uses."""
+    functions = script_functions("section", "table_full_lines", "conntrack_counters", "sample")
+    return functions + "sample " + shlex.quote(interface or "")
+
+
+def split_sections(text: str) -> dict[str, str]:
+    """Split a reading into ``{section name: text}``."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith(MARKER):
+            current = sections.setdefault(line[len(MARKER) :].strip(), [])
+        elif current is not None:
+            current.append(line)
+    # each section starts after a marker preceded by an empty line: drop that separator
+    result = {}
+    for name, lines in sections.items():
+        while lines and lines[-1] == "":
+            lines.pop()
+        result[name] = "\n".join(lines) + ("\n" if lines else "")
+    return result
+
+
+def reading_format(text: str) -> int:
+    """The format of a saved reading; raises ``ReadingError`` for one conntune cannot replay."""
+    sections = split_sections(text)
+    if not sections:
+        raise ReadingError("not a conntune reading: no '@@conntune:' section markers")
+    raw = (sections.get("format") or "1").strip()
+    version = parse.int_or_none(raw)
+    if version is None or not 1 <= version <= FORMAT:
+        raise ReadingError(
+            f"reading format {raw!r} is not one this conntune replays (1..{FORMAT}): "
+            "capture it again with `conntune reading`"
+        )
+    return version
+
+
+def _interfaces(text: str, version: int) -> dict[str, Interface]:
+    found = {}
+    for line in text.splitlines():
+        name, _, rest = line.strip().partition(" ")
+        if not name or not rest:
+            continue
+        if version == 1:  # "name speed operstate carrier"
+            fields = dict(zip(("speed", "operstate", "carrier"), rest.split(), strict=False))
+        else:
+            fields = parse.key_values(rest.replace(" ", "\n"))
+        lower = tuple(part for part in fields.get("lower", "").split(",") if part)
+        operstate = fields.get("operstate", "")
+        found[name] = Interface(
+            name=name,
+            speed_mbit=parse.link_speed_mbit(fields.get("speed", "")),
+            operstate=None if operstate in ("", "-") else operstate,
+            carrier={"1": True, "0": False}.get(fields.get("carrier", "")),
+            tx_queues=parse.int_or_none(fields.get("txqueues")),
+            kind=fields.get("kind") or None,
+            lower=lower,
+        )
+    return found
+
+
+def _with_ethtool_speeds(
+    interfaces: dict[str, Interface], sections: dict[str, str], route_dev: str | None
+) -> dict[str, Interface]:
+    """ethtool's speed where sysfs gave none (drivers that only answer ethtool's ioctl)."""
+    speeds = {}
+    for name, text in sections.items():
+        kind, _, dev = name.partition(" ")
+        if kind == "ethtool":
+            speeds[dev or route_dev] = parse.link_speed_mbit(text)
+    result = dict(interfaces)
+    for dev, speed in speeds.items():
+        if dev and speed:
+            known = result.get(dev) or Interface(dev)
+            if not known.speed_mbit:
+                result[dev] = Interface(**{**known.__dict__, "speed_mbit": speed})
+    return result
+
+
+def _tc_knows(text: str | None) -> bool | None:
+    """Whether ``tc qdisc add dev lo root KIND help`` printed the qdisc's usage."""
+    if text is None or not text.strip():
+        return None
+    return "usage" in text.lower() and "unknown qdisc" not in text.lower()
+
+
+def _tools(s: dict[str, str]) -> Tools:
+    """
+    The tools section; a reading without one (format 1, or written by hand) is taken to have
+    the usual tools, ``tc`` as its ``tc`` section says.
+    """
+    if "tools" not in s or "sysctl=" not in s["tools"]:
+        tc = (s.get("tc") or "").strip() or ("tc" if s.get("qdisc", "").strip() else None)
+        return Tools(sysctl="sysctl", modprobe="modprobe", systemctl="systemctl", tc=tc,
+                     flock="flock", tc_cake=_tc_knows(s.get("tc_cake")),
+                     tc_cake_mq=_tc_knows(s.get("tc_cake_mq")))  # fmt: skip
+    paths = parse.key_values(s.get("tools", ""))
+    return Tools(
+        sysctl=paths.get("sysctl") or None,
+        modprobe=paths.get("modprobe") or None,
+        systemctl=paths.get("systemctl") or None,
+        tc=paths.get("tc") or None,
+        conntrack=paths.get("conntrack") or None,
+        flock=paths.get("flock") or None,
+        tc_version=(s.get("tc_version") or "").strip() or None,
+        tc_cake=_tc_knows(s.get("tc_cake")),
+        tc_cake_mq=_tc_knows(s.get("tc_cake_mq")),
+    )
+
+
+def _firewalld(text: str) -> Firewalld:
+    fw = parse.key_values(text)
+    version_text = fw.get("version") or None
+    return Firewalld(
+        installed=fw.get("installed") == "yes" or bool(version_text),
+        active=fw.get("active") == "active",
+        enabled=fw.get("enabled") == "enabled",
+        version=parse.version_tuple(version_text),
+        version_text=version_text,
+        cleanup_on_exit=parse.yes_no(fw.get("cleanup_on_exit")),
+        cleanup_modules_on_exit=parse.yes_no(fw.get("cleanup_modules")),
+    )
+
+
+def conntrack_stats(s: dict[str, str]) -> ConntrackStats:
+    """The counters of a reading's (or a watch sample's) ``stat``/``conntrack_S`` sections."""
+    procfs = parse.conntrack_stat(s.get("stat", ""))
+    if procfs:
+        return ConntrackStats(procfs, "/proc/net/stat/nf_conntrack")
+    # format 1 printed `conntrack -S` into the stat section when procfs was absent
+    cli = parse.conntrack_cli_stats(s.get("conntrack_S", "") or s.get("stat", ""))
+    if cli:
+        return ConntrackStats(cli, "conntrack -S")
+    return ConntrackStats()
+
+
+def _lease(text: str) -> Lease:
+    fields = text.split()
+    if len(fields) < 3:
+        return Lease()
+    holder, expires, generation = fields[0], fields[1], fields[2]
+    last = fields[3] if len(fields) > 3 else None
+    return Lease(
+        holder=None if holder == "-" else holder,
+        expires=parse.int_or_none(expires) or 0,
+        generation=parse.int_or_none(generation) or 0,
+        last=None if last in (None, "-") else last,
+    )
+
+
+def _format1_modes(s: dict[str, str]) -> tuple[dict[str, int], list[Mount]]:
+    """Format 1 read two modes and /proc/sys's mount options only."""
+    modes = parse.file_modes(s.get("modes", ""))
+    options = (s.get("procsys") or "").strip()
+    mounts = [Mount("/proc/sys", "proc", tuple(options.split(",")))] if options else []
+    return modes, mounts
+
+
+def host_facts(text: str) -> HostFacts:
+    """Build ``HostFacts`` from a reading. Never raises on odd output."""
+    s = split_sections(text)
+    try:
+        version = reading_format(text)
+    except ReadingError:
+        version = FORMAT
+    facts = HostFacts(format=version)
+    unreadable = facts.unreadable
+
+    facts.uid = parse.int_or_none(s.get("uid"))
+    facts.kernel = (s.get("kernel") or "").strip() or None
+    try:
+        facts.mem_bytes = parse.meminfo_bytes(s.get("meminfo", ""))
+    except ValueError:
+        unreadable.append("MemTotal (/proc/meminfo)")
+    facts.cpus = parse.int_or_none(s.get("nproc"))
+
+    facts.routes = parse.default_routes(s.get("route", ""), 4) + parse.default_routes(
+        s.get("route6", ""), 6
+    )
+    route_dev = facts.default_interfaces[0] if facts.default_interfaces else None
+    facts.interfaces = _with_ethtool_speeds(_interfaces(s.get("netdev", ""), version), s, route_dev)
+
+    facts.tools = _tools(s)
+    qdisc_text = s.get("qdisc", "")
+    if facts.tools.tc is None:
+        facts.qdiscs = None
+        unreadable.append("qdiscs (tc is not installed: iproute2)")
+    elif qdisc_text.strip() and not qdisc_text.lstrip().startswith("["):
+        facts.qdiscs = None
+        unreadable.append(f"qdiscs (`tc -j qdisc show` answered: {qdisc_text.strip()[:80]!r})")
+    else:
+        facts.qdiscs = parse.qdiscs(qdisc_text)
+
+    modules = set((s.get("modules") or "").split())
+    facts.sysctls = {
+        key: value
+        for key, value in parse.sysctl_ints(s.get("sysctl", "")).items()
+        if "conntrack" in key
+    }
+    if "net.nf_conntrack_max" in facts.sysctls and MAX_KEY not in facts.sysctls:
+        facts.sysctls[MAX_KEY] = facts.sysctls["net.nf_conntrack_max"]
+    facts.conntrack_loaded = (
+        "nf_conntrack" in modules
+        or MAX_KEY in facts.sysctls
+        or any(key.startswith("net.netfilter.nf_conntrack_") for key in facts.sysctls)
+    )
+    facts.cake_available = (s.get("cake") or "").strip() == "yes"
+    facts.cake_mq_available = (s.get("cake_mq") or "").strip() == "yes"
+    loadable = (s.get("conntrack_loadable") or "").strip()
+    if version == 1:
+        loadable = parse.key_values(s.get("tools", "")).get("conntrack_loadable", "yes")
+    facts.conntrack_loadable = loadable != "no"
+
+    if version == 1:
+        facts.sysctl_modes, facts.mounts = _format1_modes(s)
+    else:
+        facts.sysctl_modes = parse.file_modes(s.get("modes", ""))
+        facts.mounts = parse.mounts(s.get("mounts", ""))
+    facts.hashsize = parse.int_or_none(s.get("hashsize"))
+    if facts.conntrack_loaded and facts.hashsize is None:
+        unreadable.append(
+            "/sys/module/nf_conntrack/parameters/hashsize (mode 0600: needs root; "
+            "using net.netfilter.nf_conntrack_buckets)"
+        )
+
+    facts.stats = conntrack_stats(s)
+    if facts.conntrack_loaded and facts.stats.source is None:
+        unreadable.append(
+            "conntrack statistics (no /proc/net/stat/nf_conntrack in this kernel and no "
+            "`conntrack -S`: install conntrack-tools, Debian/Ubuntu package 'conntrack')"
+        )
+    facts.slab_objsize = parse.slab_objsize(s.get("slab", ""))
+    if facts.conntrack_loaded and facts.slab_objsize is None:
+        unreadable.append("nf_conntrack slab object size (/proc/slabinfo needs root)")
+
+    facts.table_full_lines = parse.table_full_lines(s.get("tablefull") or "")
+    facts.table_full_last = parse.last_table_full_time(s.get("tablefull") or "")
+    facts.table_full_readable = (s.get("dmesg_readable") or "").strip() != "no"
+    if not facts.table_full_readable:
+        unreadable.append("kernel log (dmesg restricted: needs root)")
+
+    modprobe_text = s.get("modprobe_files") or s.get("modprobe_options") or ""
+    facts.modprobe_lines = parse.modprobe_lines(modprobe_text) + parse.cmdline_module_options(
+        s.get("cmdline", "")
+    )
+    facts.sysctl_lines = parse.sysctl_lines(s.get("sysctl_files", ""))
+
+    facts.firewalld = _firewalld(s.get("firewalld", ""))
+    facts.systemd = (s.get("systemd") or "").strip() == "yes"
+
+    host = parse.key_values(s.get("host", "") or s.get("tools", ""))
+    facts.etc_read_only = "ro" in (host.get("etc_options") or "").split(",")
+    facts.etc_free_kb = parse.int_or_none(host.get("etc_free_kb"))
+    facts.varlib_free_kb = parse.int_or_none(host.get("varlib_free_kb"))
+
+    neighbours = parse.key_values(s.get("neighbours", ""))
+    if neighbours.get("docker"):
+        facts.docker = Docker(
+            version=parse.version_tuple(neighbours["docker"]),
+            version_text=neighbours["docker"],
+            chains=neighbours.get("docker_chains") == "yes",
+        )
+    facts.kube_proxy = neighbours.get("kube_proxy") == "yes"
+    facts.cilium = neighbours.get("cilium") == "yes"
+    facts.lease = _lease(s.get("lock", ""))
+    facts.cake_unit_enabled = (s.get("cake_unit") or "").strip() == "enabled"
+
+    for name, content in s.items():
+        kind, _, path = name.partition(" ")
+        if kind == "file":
+            if content.strip() == UNREADABLE:
+                unreadable.append(f"{path} (not readable)")
+                facts.owned_files[path] = None
+            else:
+                facts.owned_files[path] = content
+        elif kind == "nofile":
+            facts.owned_files[path] = None
+    for path in OWNED_FILES:  # a hand-made reading may leave them out: absent
+        facts.owned_files.setdefault(path, None)
+
+    facts.complete = "end" in s
+    if not facts.complete:
+        unreadable.append("host reading was cut short")
+    return facts

@@ -1,0 +1,71 @@
+"""Converge the CAKE root qdisc of an interface."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from pyinfra import host
+from pyinfra.api import QuoteString, StringCommand, operation
+
+from conntune.cake import tc_arguments
+from conntune.changes import cake_change
+from conntune.facts.host import read_host
+from conntune.operations.commands import show_diff
+from conntune.operations.hostlock import locked
+from conntune.plan import CakePlan
+
+
+@operation()
+def cake_qdisc(
+    interface: str,
+    bandwidth_bit: int,
+    diffserv: str = "besteffort",
+    kind: str = "cake",
+    lock: dict | None = None,
+) -> Generator[StringCommand, None, None]:
+    """
+    Make CAKE the root qdisc of an interface, shaped to a rate.
+
+    + interface: the egress NIC
+    + bandwidth_bit: the shaped rate in bit/s (``tc -j`` reports it back in bytes/s)
+    + diffserv: ``besteffort``, ``diffserv3``, ``diffserv4``, ``diffserv8`` or ``precedence``
+    + kind: ``cake``, or ``cake_mq`` (one CAKE per TX queue, kernels 7.x)
+    + lock: the host lock this run holds (``conntune.operations.hostlock``), or ``None``
+
+    **Example:**
+
+    .. code:: python
+
+        cake_qdisc(name="CAKE on eth0", interface="eth0", bandwidth_bit=1_000_000_000)
+    """
+    cake = CakePlan(interface, bandwidth_bit, diffserv, kind)
+    change = cake_change(read_host(host), cake)
+    if change is None:
+        host.noop(f"{interface} already has {cake.describe()}")
+        return
+    show_diff([str(change)])
+    yield locked(StringCommand("tc", *(QuoteString(arg) for arg in tc_arguments(cake))), lock)
+
+
+@operation()
+def cake_qdisc_absent(
+    interface: str, lock: dict | None = None
+) -> Generator[StringCommand, None, None]:
+    """
+    Remove a CAKE root qdisc: the interface falls back to the kernel's default qdisc.
+
+    + interface: the NIC whose root qdisc conntune set
+    + lock: the host lock this run holds (``conntune.operations.hostlock``), or ``None``
+
+    **Example:**
+
+    .. code:: python
+
+        cake_qdisc_absent(name="Remove CAKE from eth0", interface="eth0")
+    """
+    qdisc = read_host(host).root_qdisc(interface)
+    if qdisc is None or not qdisc.is_cake:
+        host.noop(f"{interface} has no CAKE root qdisc")
+        return
+    show_diff([f"qdisc root dev {interface}: {qdisc.kind} → (kernel default)"])
+    yield locked(StringCommand("tc", "qdisc", "del", "dev", QuoteString(interface), "root"), lock)

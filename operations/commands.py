@@ -1,0 +1,101 @@
+"""
+The remote commands conntune's operations send, built from ``StringCommand``/``QuoteString``
+(no value is ever formatted into a shell string), and the ``--diff`` printer they share.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+from pyinfra import host, logger, state
+from pyinfra.api import QuoteString, StringCommand
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+
+from conntune import paths
+from conntune.hostfacts import HASHSIZE_PARAMETER
+
+
+def show_diff(lines: list[str]) -> None:
+    """Log ``--diff`` lines once per run: at change detection, or at execution under ``-y``."""
+    if not state.config.DIFF:
+        return
+    if state.is_executing and state.should_check_for_changes():
+        return
+    for line in lines:
+        logger.info(f"{host.print_prefix}  {line}")
+
+
+def connector_arguments() -> dict[str, object]:
+    """
+    How the current operation runs its commands (``_sudo``, ``_sudo_password``...), for the
+    extra commands a ``FunctionCommand`` sends: pyinfra does not pass them on by itself.
+    """
+    arguments = host.current_op_global_arguments or {}
+    return {key: arguments[key] for key in CONNECTOR_ARGUMENT_KEYS if key in arguments}
+
+
+def live_command(
+    sysctls: dict[str, object], buckets: int | None, load: bool = False
+) -> StringCommand:
+    """The hash size first (the table is resized in place), then the sysctls, in order."""
+    bits: list[object] = []
+    if load:
+        bits += ["modprobe", "nf_conntrack", "&&"]
+    if buckets is not None:
+        bits += ["printf", "'%s\\n'", QuoteString(str(buckets)), ">", HASHSIZE_PARAMETER, "&&"]
+    writes = [QuoteString(f"{key}={value}") for key, value in sysctls.items()]
+    bits += ["sysctl", "-q", "-w", *writes] if writes else ["true"]
+    return StringCommand(*bits)
+
+
+def _write_file(path: str, content: str) -> list[object]:
+    """Write ``content`` to a temp file beside ``path``, then rename: never a truncated file."""
+    directory, name = posixpath.split(path)
+    temp = posixpath.join(directory, f".{name}.conntune-tmp")
+    return [
+        "mkdir", "-p", QuoteString(directory), "&&",
+        "printf", "%s", QuoteString(content), ">", QuoteString(temp), "&&",
+        "chmod", "0644", QuoteString(temp), "&&",
+        "mv", "-f", QuoteString(temp), QuoteString(path),
+    ]  # fmt: skip
+
+
+def files_command(files: dict[str, str | None], enable_unit: bool = False) -> StringCommand:
+    """Write (atomically) or remove each file; keep the CAKE unit's enablement in step."""
+    unit_changed = paths.CAKE_UNIT_FILE in files
+    bits: list[object] = ["umask", "022"]
+    if unit_changed and files[paths.CAKE_UNIT_FILE] is None:
+        bits += [
+            "&&",
+            "{",
+            "systemctl",
+            "disable",
+            "--now",
+            paths.CAKE_UNIT,
+            "||",
+            "true",
+            ";",
+            "}",
+        ]
+    # when removing, the undo record goes last: everything else is undone by then
+    for path in sorted(files, key=lambda path: path == paths.ORIGINAL_FILE):
+        content = files[path]
+        if content is None:
+            bits += ["&&", "rm", "-f", QuoteString(path)]
+        else:
+            bits += ["&&", *_write_file(path, content)]
+    if unit_changed:
+        bits += ["&&", "systemctl", "daemon-reload"]
+    if enable_unit:
+        bits += ["&&", "systemctl", "enable", paths.CAKE_UNIT]
+    return StringCommand(*bits)
+
+
+def restart_firewalld() -> StringCommand:
+    return StringCommand("systemctl", "restart", "firewalld")
+
+
+DOCKER_CHAINS = StringCommand(
+    "iptables", "-n", "-L", "DOCKER", ">/dev/null", "2>&1", "||",
+    "nft", "list", "chain", "ip", "filter", "DOCKER", ">/dev/null", "2>&1",
+)  # fmt: skip
