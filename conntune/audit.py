@@ -72,8 +72,12 @@ class HostAudit:
     drift: list[str] = field(default_factory=list)
     qdisc_interface: str | None = None
     qdisc: str | None = None
+    qdisc_kind: str | None = None
+    qdisc_bandwidth_bit: int | None = None  # CAKE's shaped rate; 0: unlimited
     qdisc_drops: int | None = None
     qdisc_planned: str | None = None
+    # the CAKE tins' statistics (conntune.qdisc.CakeTin fields), as tc -s reports them
+    cake_tins: list[dict] = field(default_factory=list)
     firewalld: str | None = None
     neighbours: list[str] = field(default_factory=list)
     broken_config: list[str] = field(default_factory=list)
@@ -138,7 +142,11 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
     if row.qdisc_interface:
         qdisc = facts.root_qdisc(row.qdisc_interface)
         row.qdisc = qdisc.describe() if qdisc else "none"
-        row.qdisc_drops = qdisc.drops if qdisc else None
+        if qdisc is not None:
+            row.qdisc_kind, row.qdisc_drops = qdisc.kind, qdisc.drops
+            if qdisc.cake is not None:
+                row.qdisc_bandwidth_bit = qdisc.cake.bandwidth_bit or 0
+            row.cake_tins = [asdict(tin) for tin in qdisc.tins]
     row.drift = [str(change) for change in changes]
     row.drift_count = len(changes)
     row.verdict, row.reason = _verdict(row)

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import psutil
 
-from conntune import fleet, profiles, report, watch
+from conntune import fleet, metrics, profiles, report, watch
 from conntune.audit import HostAudit, audit_host
 from conntune.facts.reading import ReadingError
 from conntune.hostfacts import HostFacts
@@ -214,7 +214,7 @@ def audit_command(inventory, limit, data, readings, as_json, prometheus, verbose
     else:
         rows = fleet.audit(inventory, limit=list(limit) or None, data=_parse_data(data))
     if prometheus:
-        write_atomically(prometheus, report.prometheus(rows, previous=Path(prometheus)))
+        write_atomically(prometheus, metrics.textfile(rows, previous=Path(prometheus)))
     click.echo(report.as_json(rows) if as_json else report.table(rows, verbose=verbose))
 
 
@@ -243,7 +243,7 @@ def reconcile_command(inventory, limit, data, check, report_file, prometheus, ve
     _logging(verbose)
     run = _locked_reconcile(inventory, limit, _parse_data(data), check, report_file)
     if prometheus:
-        write_atomically(prometheus, report.prometheus(run.final_rows, previous=Path(prometheus)))
+        write_atomically(prometheus, metrics.textfile(run.final_rows, previous=Path(prometheus)))
     click.echo(fleet.describe(run))
     sys.exit(run.exit_code)
 

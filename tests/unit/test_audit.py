@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conntune import fleet, report
+from conntune import fleet, metrics, report
 from conntune.audit import audit_host, fleet_summary, unreachable
 from conntune.schedule import Schedule, on_calendar, parse_duration
 from tests.factories import kernel_sysctls, make_facts
@@ -91,7 +91,7 @@ def test_prometheus_parses_and_keeps_last_success_of_unreachable_hosts(tmp_path)
         previous, 'conntune_last_audit_success_timestamp_seconds{host="h\\"2"} 1000\n'
     )
     rows = [row_for(stats={"drop": 3, "entries": 10}), unreachable('h"2', "timed out")]
-    text = report.prometheus(rows, previous=previous, now=2000)
+    text = metrics.textfile(rows, previous=previous, now=2000)
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in families.values() for s in f.samples}  # fmt: skip
