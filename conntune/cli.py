@@ -16,6 +16,7 @@ import psutil
 
 from conntune import fleet, metrics, profiles, report, watch
 from conntune.audit import HostAudit, audit_host
+from conntune.changes import drift
 from conntune.facts.reading import ReadingError
 from conntune.hostfacts import HostFacts
 from conntune.hypothetical import hypothetical
@@ -115,16 +116,18 @@ def plan_command(reading, mem, cpus, link_speed, pairs, as_json, **options) -> N
         for error in refused.errors:
             click.echo(f"conntune: refused: {error}", err=True)
         sys.exit(2)
+    changes = [str(change) for change in drift(facts, desired)]
     if as_json:
         document = desired.as_dict()
+        document["changes"] = changes
         document["host"] = {"mem_bytes": facts.mem_bytes, "cpus": facts.cpus,
                             "kernel": facts.kernel, "unreadable": facts.unreadable}  # fmt: skip
         click.echo(json.dumps(document, indent=2))
         return
-    click.echo(_explain(facts, desired))
+    click.echo(_explain(facts, desired, changes))
 
 
-def _explain(facts: HostFacts, desired: Plan) -> str:
+def _explain(facts: HostFacts, desired: Plan, changes: list[str]) -> str:
     lines = [f"host: {format_bytes(facts.mem_bytes or 0)} RAM, {facts.cpus or '?'} CPUs", ""]
     if desired.conntrack_max is not None or desired.buckets is not None:
         memory = format_bytes(desired.memory_worst_case_bytes or 0)
@@ -139,6 +142,8 @@ def _explain(facts: HostFacts, desired: Plan) -> str:
     if desired.cake:
         lines.append(f"  CAKE on {desired.cake.interface}: {desired.cake.describe()}")
     lines += ["", "why:"] + [f"  - {reason}" for reason in desired.reasons]
+    lines += ["", "changes on this host:" if changes else "changes on this host: none"]
+    lines += [f"  - {change}" for change in changes]
     if desired.warnings:
         lines += ["", "warnings:"] + [f"  - {warning}" for warning in desired.warnings]
     return "\n".join(lines)

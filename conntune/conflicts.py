@@ -56,12 +56,26 @@ def _boot_order(line: SysctlLine) -> tuple[int, str, int]:
     return (int(last), posixpath.basename(line.path), line.lineno)
 
 
+def takes_effect(facts: HostFacts, line: SysctlLine) -> bool:
+    """
+    Whether a line can set anything on this kernel: a legacy name (net.ipv4.netfilter.
+    ip_conntrack_*, net.nf_conntrack_max) only where this kernel still registers it.
+    """
+    if line.name == line.key or any(c in line.name for c in "*?["):
+        return True
+    return line.name in facts.sysctls or not facts.conntrack_loaded
+
+
+def legacy_lines_without_effect(facts: HostFacts) -> list[SysctlLine]:
+    return [line for line in facts.sysctl_lines if not takes_effect(facts, line)]
+
+
 def sysctl_file_owners(facts: HostFacts, keys: list[str]) -> dict[str, list[SysctlLine]]:
     """For each key, the lines of other sysctl files that set it, in the order they apply."""
     found: dict[str, list[SysctlLine]] = {}
     lines = sorted(_effective_lines(facts.sysctl_lines), key=_boot_order)
     for line in lines:
-        if line.path == paths.SYSCTL_FILE:
+        if line.path == paths.SYSCTL_FILE or not takes_effect(facts, line):
             continue
         for key in keys:
             if line.key == key or fnmatchcase(key, line.key):

@@ -71,6 +71,7 @@ class SysctlLine:
     key: str
     value: str
     ignore_errors: bool = False  # the line starts with "-"
+    name: str = ""  # the key as written, with "." separators (a legacy name stays legacy)
 
     def __str__(self) -> str:
         return f"{self.path}:{self.lineno}: {self.text}"

@@ -63,6 +63,11 @@ def _explain_conflicts(facts: HostFacts, out: Plan, found: dict) -> None:
         out.warnings.append(f"{line.path}:{line.lineno} sets {line.key} too; conntune's file wins")
     for line in conflicts.broken_module_options(facts):
         out.warnings.append(f"broken module option, {line}: {line.problem}")
+    for line in conflicts.legacy_lines_without_effect(facts):
+        out.warnings.append(
+            f"{line.path}:{line.lineno} sets {line.name}, a legacy name this kernel no longer "
+            f"has: it sets nothing (the current name is {line.key})"
+        )
 
 
 def check_host(facts: HostFacts) -> list[SettingError]:

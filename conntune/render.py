@@ -107,5 +107,7 @@ def plan_files(facts: HostFacts, out: Plan) -> None:
     out.files[paths.CAKE_UNIT_FILE] = (
         cake_unit(out.cake, facts.tools.tc or "/usr/sbin/tc") if out.cake else None
     )
-    if paths.ORIGINAL_FILE in facts.owned_files and facts.owned_files[paths.ORIGINAL_FILE] is None:
+    # the undo record is written once, before conntune's first change, when there is a change
+    first_change = facts.owned_files.get(paths.ORIGINAL_FILE) is None
+    if first_change and (out.sysctls or out.buckets is not None or out.cake is not None):
         out.files[paths.ORIGINAL_FILE] = original_record(facts, out)

@@ -59,8 +59,8 @@ def live_ratio_explained(conntrack_max: int | None, buckets: int | None) -> str 
     }
     why = known.get(int(ratio)) if ratio.is_integer() else None
     return (
-        f"live table: nf_conntrack_max {conntrack_max}, {buckets} buckets "
-        f"({ratio:g} entries per bucket when full" + (f": {why})" if why else ")")
+        f"live table: nf_conntrack_max {conntrack_max}, {buckets} buckets, "
+        f"{ratio:g} per bucket when full" + (f": {why}" if why else "")
     )
 
 

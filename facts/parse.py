@@ -346,10 +346,13 @@ def sysctl_lines(text: str) -> list[SysctlLine]:
             continue
         key = key.strip()
         ignore_errors = key.startswith("-")
-        canonical = canonical_sysctl_key(key.lstrip("-"))
+        name = key.lstrip("-").strip().strip("/").replace("/", ".")
+        canonical = canonical_sysctl_key(name)
         if "conntrack" not in canonical and not any(c in canonical for c in "*?["):
             continue
-        found.append(SysctlLine(path, lineno, line, canonical, value.strip(), ignore_errors))
+        found.append(
+            SysctlLine(path, lineno, line, canonical, value.strip(), ignore_errors, name)
+        )
     return found
 
 

@@ -35,7 +35,7 @@ conntrack_counters() {
 # One line per network device: name, then key=value fields read from /sys/class/net.
 netdev() {
   for d in /sys/class/net/*; do
-    [ -e "$d" ] || continue
+    [ -d "$d" ] || continue  # bonding_masters is a file
     kind=$(sed -n 's/^DEVTYPE=//p' "$d/uevent" 2>/dev/null)
     lower=$(for l in "$d"/lower_* "$d"/brif/*; do [ -e "$l" ] && printf '%s,' "${l##*/}"; done)
     lower=$(printf '%s' "$lower" | sed 's/lower_//g; s/,$//')

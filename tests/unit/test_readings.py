@@ -1,0 +1,307 @@
+"""
+Mixed fleets, replayed: one whole reading per kind of host (tests/fixtures/readings, built by
+make_readings.py from real captures and publicly reported hosts) through the commands an
+operator runs, `conntune plan --reading` and `conntune audit --reading`, each with its right
+answer. And the deploy decides the same as the plan on every one of them: a pyinfra dry run
+against the @fake connector answering the reading command with the same reading prints the
+same changes, warnings and refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conntune import paths
+
+REPO = Path(__file__).resolve().parents[2]
+READINGS = REPO / "tests" / "fixtures" / "readings"
+MAX, BUCKETS = "net.netfilter.nf_conntrack_max", "net.netfilter.nf_conntrack_buckets"
+EST = "net.netfilter.nf_conntrack_tcp_timeout_established"
+
+# reading -> what is right: plan fields (exact), words some warning must hold, the audit verdict
+# and words its reason must hold, the settings used (default: none)
+EXPECTED: dict[str, dict] = {
+    # --- kind 1: containers of every kind
+    "containers-userns-container": {  # shared case userns-container
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15, "cake": None},
+        "files": {paths.SYSCTL_FILE},
+        "not_files": {paths.MODPROBE_FILE, paths.MODULES_LOAD_FILE},
+        "warns": ["nf_conntrack_max does not exist in this network namespace", "on the host"],
+        "sysctl_file_lacks": [MAX, BUCKETS],
+    },
+    "containers-userns-6.18": {
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15},
+        "warns": ["read-only here (0444", "size it on the host"],
+    },
+    "containers-readonly-proc-sys": {  # shared case readonly-proc-sys
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 0, "cake": None},
+        "not_files": {paths.SYSCTL_FILE, paths.MODPROBE_FILE, paths.ORIGINAL_FILE},
+        "warns": ["/proc/sys is mounted read-only", "docker run --sysctl"],
+        "changes": [],
+        "verdict": "ok",
+    },
+    "containers-docker-unprivileged-6.18": {
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 0},
+        "warns": ["/proc/sys is mounted read-only", "on the host"],
+        "changes": [],
+    },
+    "containers-proc-mixed-6.18": {
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15},
+        "files": {paths.SYSCTL_FILE},
+        "warns": ["read-only here (0444"],
+    },
+    "containers-docker-privileged-6.18": {
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15},
+        "not_files": {paths.MODPROBE_FILE, paths.MODULES_LOAD_FILE},
+    },
+    # --- kind 2: every name the kernel accepts
+    "names-modprobe-hashsize-spaces": {  # shared case modprobe-hashsize-spaces
+        "plan": {
+            "conntrack_max": None,
+            "buckets": 262144,
+            "memory_worst_case_bytes": 262144 * (256 + 128) + 262144 * 8,
+        },
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": [
+            "broken module option, /etc/modprobe.d/nf_conntrack_hashsize.conf:1",
+            "fails to load",
+            "/etc/sysctl.conf:1",
+            "does not add a second one",
+        ],
+        "verdict": "at risk",
+        "reason": ["will not load at the next boot", "nf_conntrack_hashsize.conf:1"],
+    },
+    "names-legacy-and-slashes": {
+        "plan": {"conntrack_max": None, "buckets": 500224},
+        "has_timeout": [EST],
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": [
+            "99-zz-tuning.conf:3",
+            "legacy name this kernel no longer has",
+            "50-vendor.conf:2",
+        ],
+    },
+    "names-kernel-cmdline": {
+        "plan": {"conntrack_max": 32768, "buckets": 32768},
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": ["/proc/cmdline:1"],
+    },
+    # --- kind 3: drops the table-full counter does not show
+    "drops-insert-failed-no-drop": {  # shared case insert-failed-no-drop
+        "verdict": "dropping",
+        "reason": ["insert_failed 199", "raced"],
+        "audit": {"insert_failed": 199, "drop": 0, "early_drop": 0},
+        "source": "conntrack -S",
+    },
+    "drops-chaintoolong-early-drop-5.15": {
+        "verdict": "dropping",
+        "reason": ["drop 5", "insert_failed 5"],
+        "audit": {"early_drop": 1878045, "chaintoolong": 0},
+    },
+    "drops-early-drop-only": {
+        "verdict": "at risk",
+        "reason": ["early_drop 42"],
+    },
+    # --- kind 4: statistics that are not in procfs
+    "stats-no-procfs-conntrack-tools": {
+        "audit": {"drop": 0, "insert_failed": 0, "chaintoolong": 0},
+        "source": "conntrack -S",
+    },
+    "stats-none": {
+        "audit": {"drop": None, "insert_failed": None, "early_drop": None},
+        "source": None,
+        "reason": ["drop counters unknown", "conntrack"],
+        "unreadable": ["conntrack statistics", "install conntrack-tools"],
+    },
+    # --- kind 5: tools, not only kernels
+    "tools-iproute2-without-cake": {
+        "plan": {"conntrack_max": 32768, "cake": None},
+        "warns": ["CAKE skipped", "does not know cake", "iproute2 4.20"],
+    },
+    "tools-tc-without-json": {
+        "plan": {"conntrack_max": 32768, "cake": None},
+        "warns": ["CAKE skipped", "does not know cake"],  # before 4.13: no -j, no cake
+        "unreadable": ["qdiscs (`tc -j qdisc show` answered"],
+    },
+    "tools-no-sysctl": {"refused": {"sysctl": "procps"}, "verdict": "refused"},
+    # --- kind 6: the default route, whatever it is
+    "routes-ipv6-only-router-advertisement": {"plan": {"cake": ("eth0", "cake", 10**9)}},
+    "routes-dual-stack-two-uplinks": {
+        "plan": {"cake": None, "conntrack_max": 32768},
+        "warns": ["2 devices (eth0, eth1)", "set cake_interface"],
+    },
+    "routes-ecmp": {
+        "plan": {"cake": None},
+        "warns": ["2 devices (eth0, eth1)", "set cake_interface"],
+    },
+    "routes-two-uplinks-by-metric": {"plan": {"cake": ("eth0", "cake", 10**9)}},
+    "routes-bond-2x10g": {
+        "plan": {"cake": None, "conntrack_max": 32768},
+        "warns": ["20gbit is above what one CAKE instance shapes", "cake_force_single_queue"],
+    },
+    "routes-vlan": {"plan": {"cake": ("eth0.100", "cake", 10**9)}},
+    "routes-none": {
+        "plan": {"cake": None, "conntrack_max": 32768, "timeouts": 15},
+        "warns": ["no default route", "set cake_interface"],
+    },
+    # --- kind 7: a CAKE problem never blocks the conntrack part
+    "cake-virtio-unknown-speed": {  # shared case virtio-unknown-speed
+        "plan": {"cake": None, "conntrack_max": 32768, "buckets": 32768, "timeouts": 15},
+        "warns": ["CAKE skipped", "set cake_bandwidth"],
+        "verdict": "drift",
+    },
+    "cake-no-tc": {
+        "plan": {"cake": None, "conntrack_max": 32768},
+        "warns": ["tc is not installed: install iproute2"],
+    },
+    # --- kind 8: links faster than one CAKE instance
+    "fast-nic-100g": {  # shared case nic-100g
+        "plan": {"cake": None, "conntrack_max": 2097152},
+        "warns": ["100gbit is above what one CAKE instance shapes", "no cake_mq"],
+    },
+    "fast-nic-25g-cake-mq": {"plan": {"cake": ("eth0", "cake_mq", 25 * 10**9)}},
+    # --- kind 9: firewalld that unloads nf_conntrack on restart
+    "firewalld-restart-unloads-conntrack": {  # shared case firewalld-restart-unloads-conntrack
+        "plan": {"firewalld_restart_flushes": False},
+        "blocked": ["0.6.3", "unloads nf_conntrack", "files act at boot"],
+    },
+    "firewalld-1.3-cleanup-modules-yes": {
+        "plan": {"firewalld_restart_flushes": False},
+        "blocked": ["CleanupModulesOnExit=yes", "flushed"],
+    },
+}
+# the same hosts with other settings: (reading, settings, expected)
+WITH_SETTINGS = [
+    ("cake-virtio-unknown-speed", {"cake_bandwidth": "950mbit"},
+     {"plan": {"cake": ("eth0", "cake", 950 * 10**6)}}),
+    ("routes-bond-2x10g", {"cake_force_single_queue": True},
+     {"plan": {"cake": ("bond0", "cake", 20 * 10**9)}, "warns": ["CPU-bound"]}),
+    ("routes-dual-stack-two-uplinks", {"cake_interface": "eth1"},
+     {"plan": {"cake": ("eth1", "cake", 10**9)}}),
+    ("firewalld-restart-unloads-conntrack", {"firewalld_restart": "always"},
+     {"plan": {"firewalld_restart_flushes": True, "firewalld_restart_blocked": None},
+      "warns": ["every tracked connection is flushed", "sets the live values again"]}),
+    ("names-modprobe-hashsize-spaces", {"conntune_override_conflicts": True},
+     {"plan": {"conntrack_max": 2097152, "buckets": 2097152}}),
+    ("routes-vlan", {"cake_bandwidth": "90%"}, {"plan": {"cake": ("eth0.100", "cake", 9 * 10**8)}}),
+]  # fmt: skip
+
+
+def conntune(*args: str) -> tuple[int, dict]:
+    run = subprocess.run([sys.executable, "-m", "conntune.cli", *args], capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    return run.returncode, json.loads(run.stdout)
+
+
+def data_args(settings: dict) -> list[str]:
+    return [f"--data={key}={json.dumps(value)}" for key, value in settings.items()]
+
+
+def test_every_fixture_reading_has_its_expectation():
+    assert {path.stem for path in READINGS.glob("*.reading")} == set(EXPECTED)
+
+
+def check(name: str, settings: dict, expected: dict) -> None:
+    reading = str(READINGS / f"{name}.reading")
+    status, plan = conntune("plan", "--reading", reading, "--json", *data_args(settings))
+    if "refused" in expected:
+        assert status == 2, plan
+        refused = {item["setting"]: item["message"] for item in plan["refused"]}
+        for setting, words in expected["refused"].items():
+            assert words in refused[setting], refused
+    else:
+        assert status == 0, plan
+        for key, value in expected.get("plan", {}).items():
+            if key == "timeouts":
+                assert len(plan["timeouts"]) == value, plan["timeouts"]
+            elif key == "cake" and value is not None:
+                cake = plan["cake"]
+                assert (cake["interface"], cake["kind"], cake["bandwidth_bit"]) == value, cake
+            else:
+                assert plan[key] == value, (key, plan[key], plan["warnings"])
+        warnings = " | ".join(plan["warnings"] + plan["reasons"])
+        for words in expected.get("warns", []):
+            assert words in warnings, (words, plan["warnings"])
+        assert expected.get("files", set()) <= set(plan["files"]), plan["files"]
+        assert not expected.get("not_files", set()) & set(plan["files"]), plan["files"]
+        for key in expected.get("has_timeout", []):
+            assert key in plan["timeouts"]
+        for words in expected.get("blocked", []):
+            assert words in (plan["firewalld_restart_blocked"] or ""), plan
+        if "changes" in expected:
+            assert plan["changes"] == expected["changes"]
+        for words in expected.get("unreadable", []):
+            assert any(words in what for what in plan["host"]["unreadable"])
+    status, audit = conntune("audit", "--reading", reading, "--json", *data_args(settings))
+    assert status == 0
+    (row,) = audit["hosts"]
+    if "verdict" in expected:
+        assert row["verdict"] == expected["verdict"], row["reason"]
+    for words in expected.get("reason", []):
+        assert words in row["reason"], row["reason"]
+    for key, value in expected.get("audit", {}).items():
+        assert row[key] == value, (key, row[key])
+    if "source" in expected:
+        source = expected["source"]
+        assert row["sources"]["drop"] == source if source else "unknown" in row["sources"]["drop"]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_replayed_reading_gives_the_right_answer(name):
+    check(name, {}, EXPECTED[name])
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "expected"),
+    [pytest.param(n, s, e, id=f"{n}-{'-'.join(s)}") for n, s, e in WITH_SETTINGS],
+)
+def test_replayed_reading_with_settings(name, settings, expected):
+    check(name, settings, expected)
+
+
+def fake_inventory(tmp_path: Path, name: str) -> Path:
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        "from pathlib import Path\n"
+        f"reading = Path({str(READINGS / f'{name}.reading')!r}).read_text()\n"
+        "# the reading script is the only command a dry run sends\n"
+        "hosts = [('@fake/host', {'fake_responses': {'section format': reading},"
+        " 'fake_delay': 0})]\n"
+    )
+    return inventory
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_plan_and_deploy_agree(name, tmp_path):
+    """The deploy's dry run prints exactly the plan's changes, warnings and refusals."""
+    _, plan = conntune("plan", "--reading", str(READINGS / f"{name}.reading"), "--json")
+    run = subprocess.run(
+        [sys.executable, "-m", "pyinfra", str(fake_inventory(tmp_path, name)), "deploy.py",
+         "--dry", "--diff"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1", "COLUMNS": "250"},
+    )  # fmt: skip
+    text = run.stdout + run.stderr
+    prefix = "[@fake/host] "
+    lines = [line.split(prefix, 1)[1] for line in text.splitlines() if prefix in line]
+    if "refused" in plan:
+        assert run.returncode == 1, text  # a dry run is a gate
+        for item in plan["refused"]:
+            assert f"conntune: {item['setting']}: {item['message']}" in lines, text
+        return
+    assert run.returncode == 0, text
+    warned = [line.removeprefix("conntune: ") for line in lines if line.startswith("conntune: ")]
+    assert set(plan["warnings"]) <= set(warned), text
+    shown = [line.strip() for line in lines if "→" in line]
+    expected = [c for c in plan["changes"] if "→" in c]
+    assert sorted(shown) == sorted(expected), text
+    for change in plan["changes"]:  # files: created / modified / removed, each named
+        if change.endswith((": create", ": modify", ": remove")):
+            path, verb = change.rsplit(": ", 1)
+            assert f"{verb} {path}" in [line.strip() for line in lines], text
