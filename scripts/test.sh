@@ -20,7 +20,7 @@ t0=$(date +%s)
 stamp() { printf '[test.sh %4ss] %s\n' "$(( $(date +%s) - t0 ))" "$*"; }
 
 tools=()
-for t in shellcheck:shellcheck dash:dash busybox:busybox; do
+for t in shellcheck:shellcheck dash:dash busybox:busybox promtool:prometheus prometheus:prometheus prometheus-node-exporter:prometheus-node-exporter; do
   command -v "${t%%:*}" >/dev/null 2>&1 || tools+=("${t#*:}")
 done
 if [ ${#tools[@]} -gt 0 ]; then
