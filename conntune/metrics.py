@@ -123,8 +123,8 @@ class _AuditCollector:
                     success.add_metric([row.host], self.previous[row.host])
                 continue
             success.add_metric([row.host], int(self.now))
-            if row.usage_percent is not None:
-                usage.add_metric([row.host], round(row.usage_percent / 100, 4))
+            if row.conntrack_count is not None and row.conntrack_max:  # unrounded: 74.99 %
+                usage.add_metric([row.host], row.conntrack_count / row.conntrack_max)
             source = row.sources.get("drop")
             known = row.drop is not None
             stats.add_metric([row.host, source if known and source else "none"], int(known))

@@ -61,8 +61,10 @@ def _locks(facts: HostFacts, desired: Plan, wait: int) -> dict[str, dict | None]
 def tune() -> None:
     """Tune this host's conntrack table, timeouts and CAKE qdisc as its host data asks."""
     facts = read_host(host)
-    if not facts.complete:  # pyinfra has already failed this host and said why
-        logger.error(f"{host.print_prefix}conntune: could not read the host; nothing changed")
+    if not facts.complete:  # pyinfra has printed why (sudo, SSH...)
+        reason = "could not read the host (see the error above); nothing was changed"
+        logger.error(f"{host.print_prefix}conntune: {reason}")
+        guards.refuse(name="Refuse: the host could not be read", errors=[reason])
         return
     for what in facts.unreadable:
         logger.warning(f"{host.print_prefix}conntune could not read: {what}")

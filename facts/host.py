@@ -60,10 +60,14 @@ def read_host(host: Host, fresh: bool = False) -> HostFacts:
     bodies run twice (change detection, then execution). conntune's operations each look at a
     different part of one reading, and no operation changes what a later one reads, so one
     reading per host serves the whole run. ``fresh=True`` re-reads (after a firewalld restart).
+
+    A reading that fails (a wrong sudo password...) gives an incomplete ``HostFacts`` instead of
+    failing the host inside pyinfra: during a dry run without a TTY pyinfra would stop every
+    host to ask "continue?". The deploy fails that host itself (``guards.refuse``).
     """
     cached = getattr(host, _READING, None)
     if cached is None or fresh:
-        cached = host.get_fact(ConntuneHost)
+        cached = host.get_fact(ConntuneHost, _ignore_errors=True)
         setattr(host, _READING, cached)
     return cached
 

@@ -350,9 +350,7 @@ def sysctl_lines(text: str) -> list[SysctlLine]:
         canonical = canonical_sysctl_key(name)
         if "conntrack" not in canonical and not any(c in canonical for c in "*?["):
             continue
-        found.append(
-            SysctlLine(path, lineno, line, canonical, value.strip(), ignore_errors, name)
-        )
+        found.append(SysctlLine(path, lineno, line, canonical, value.strip(), ignore_errors, name))
     return found
 
 
