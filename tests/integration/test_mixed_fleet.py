@@ -306,9 +306,8 @@ def test_scheduled_units_run_however_conntune_was_started(fleet, tmp_path, how):
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"  # no venv on the PATH
     cwd, argv = tmp_path, [str(venv_bin / "conntune")]
-    if how == "relative":
-        cwd, argv = venv_bin.parent.parent, [os.path.relpath(venv_bin / "conntune",
-                                                             venv_bin.parent.parent)]  # fmt: skip
+    if how == "relative":  # e.g. `.venv/bin/conntune` typed in the checkout
+        argv = [os.path.relpath(venv_bin / "conntune", cwd)]
     elif how == "symlink":
         link = tmp_path / "bin" / "ct"
         link.parent.mkdir()
