@@ -6,6 +6,7 @@ docs/kernel-facts.md §5, tc-cake(8), iproute2 tc/q_cake.c.
 
 from __future__ import annotations
 
+from conntune import cake_options
 from conntune.hostfacts import HostFacts
 from conntune.plan import CakePlan, Plan
 from conntune.qdisc import Qdisc
@@ -17,15 +18,13 @@ def tc_arguments(cake: CakePlan, verb: str = "replace") -> list[str]:
     """``tc`` arguments that make ``cake`` the root qdisc (without the ``tc`` itself)."""
     return [
         "qdisc", verb, "dev", cake.interface, "root", cake.kind,
-        "bandwidth", f"{cake.bandwidth_bit}bit", cake.diffserv,
+        "bandwidth", f"{cake.bandwidth_bit}bit", cake.diffserv, *cake_options.tokens(cake),
     ]  # fmt: skip
 
 
 def matches(qdisc: Qdisc | None, cake: CakePlan) -> bool:
-    """Whether a root qdisc as ``tc -j`` reports it is the planned CAKE."""
-    if qdisc is None or qdisc.kind != cake.kind or qdisc.cake is None:
-        return False
-    return qdisc.cake.bandwidth_bit == cake.bandwidth_bit and qdisc.cake.diffserv == cake.diffserv
+    """Whether a root qdisc as ``tc -j`` reports it is the planned CAKE, every option."""
+    return not cake_options.differences(qdisc, cake)
 
 
 # One CAKE instance shapes on one CPU behind one qdisc lock: about 2.5-3 Gbit/s per instance
@@ -125,8 +124,13 @@ def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErro
     kind = _kind(facts, s, out, iface, bandwidth)
     if kind is None:
         return
-    out.cake = CakePlan(iface, bandwidth, s.cake_diffserv, kind)
+    out.cake = CakePlan(
+        iface, bandwidth, s.cake_diffserv, kind, flowmode=s.cake_flow_isolation,
+        nat=s.cake_nat, wash=s.cake_wash, ack_filter=s.cake_ack_filter,
+        split_gso=s.cake_split_gso, rtt=s.cake_rtt, overhead=s.cake_overhead, mpu=s.cake_mpu,
+    )  # fmt: skip
     out.reasons.append(f"{why}, {s.cake_diffserv}, {kind}")
+    out.reasons.append("CAKE options: " + "; ".join(cake_options.describe(out.cake)))
 
 
 def _kind(facts: HostFacts, s: Settings, out: Plan, iface: str, bandwidth: int) -> str | None:

@@ -11,8 +11,7 @@ import difflib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from conntune import cake as cake_policy
-from conntune import paths
+from conntune import cake_options, paths
 from conntune.hostfacts import HostFacts
 from conntune.plan import CakePlan, Plan
 
@@ -83,15 +82,19 @@ def unit_change(facts: HostFacts, files: dict[str, str | None]) -> Change | None
 
 
 def cake_change(facts: HostFacts, cake: CakePlan) -> Change | None:
+    """The root qdisc of CAKE's interface against the planned CAKE, naming what differs."""
     qdisc = facts.root_qdisc(cake.interface)
-    if cake_policy.matches(qdisc, cake):
+    differ = cake_options.differences(qdisc, cake)
+    if not differ:
         return None
-    return Change(
-        Kind.QDISC,
-        f"qdisc root dev {cake.interface}",
-        qdisc.describe() if qdisc else "none",
-        cake.describe(),
-    )
+    old = qdisc.describe() if qdisc else "none"
+    new = cake.describe()
+    options = [name for name in differ if name not in ("kind", "bandwidth_bit", "diffserv")]
+    if qdisc is not None and qdisc.cake is not None and options:
+        wanted = cake_options.expected(cake)
+        old += " (" + ", ".join(f"{n} {getattr(qdisc.cake, n)}" for n in options) + ")"
+        new += " (" + ", ".join(f"{n} {getattr(wanted, n)}" for n in options) + ")"
+    return Change(Kind.QDISC, f"qdisc root dev {cake.interface}", old, new)
 
 
 def drift(facts: HostFacts, plan: Plan) -> list[Change]:

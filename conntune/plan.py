@@ -13,16 +13,34 @@ from conntune.units import format_rate
 
 @dataclass(frozen=True)
 class CakePlan:
-    """The CAKE root qdisc of one interface. ``kind`` is ``cake`` or ``cake_mq`` (multi-queue)."""
+    """
+    The CAKE root qdisc of one interface. ``kind`` is ``cake`` or ``cake_mq`` (multi-queue);
+    the options are tc's (conntune.cake_options): ``rtt`` and ``overhead`` are a keyword or a
+    number (µs, bytes).
+    """
 
     interface: str
     bandwidth_bit: int
     diffserv: str = "besteffort"
     kind: str = "cake"
+    flowmode: str = "triple-isolate"
+    nat: bool = False
+    wash: bool = False
+    ack_filter: str = "disabled"
+    split_gso: bool = True
+    rtt: str | int = "internet"
+    overhead: str | int = "raw"
+    mpu: int | None = None
 
     @property
     def rate(self) -> str:
         return format_rate(self.bandwidth_bit)
+
+    @property
+    def options(self) -> dict:
+        """Everything but the interface, the rate and the kind (an operation argument)."""
+        return {key: value for key, value in self.__dict__.items()
+                if key not in ("interface", "bandwidth_bit", "kind")}  # fmt: skip
 
     def describe(self) -> str:
         return f"{self.kind} {self.rate} {self.diffserv}"
@@ -91,7 +109,7 @@ class Plan:
                 "kind": self.cake.kind,
                 "bandwidth_mbit": self.cake.bandwidth_bit / 10**6,
                 "bandwidth_bit": self.cake.bandwidth_bit,
-                "diffserv": self.cake.diffserv,
+                **self.cake.options,
             },
             "cake_remove": self.cake_remove,
             "load_conntrack": self.load_conntrack,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
-from conntune import profiles
+from conntune import cake_options, profiles
 from conntune.units import Bandwidth, parse_bandwidth
 
 
@@ -191,6 +191,32 @@ class Settings:
         "besteffort", choice("besteffort", "diffserv3", "diffserv4", "diffserv8", "precedence",
                              unknown="mode"),
         "CAKE's priority tins", cli=("--diffserv",),
+    )  # fmt: skip
+    cake_flow_isolation: str = setting(
+        "triple-isolate", choice(*cake_options.FLOW_ISOLATION, unknown="flow isolation"),
+        "CAKE's flow isolation: triple-isolate, dual-srchost, dual-dsthost, hosts, flows, "
+        "srchost, dsthost or flowblind",
+    )  # fmt: skip
+    cake_nat: bool = setting(False, boolean, "isolate hosts behind NAT by their inner address")
+    cake_wash: bool = setting(False, boolean, "clear DSCP marks after CAKE has used them")
+    cake_ack_filter: str = setting(
+        "disabled", choice(*cake_options.ACK_FILTER, unknown="ack filter"),
+        "drop redundant TCP ACKs: disabled, enabled or aggressive",
+    )  # fmt: skip
+    cake_split_gso: bool = setting(True, boolean, "split GSO super-packets (CAKE's default)")
+    cake_rtt: str | int = setting(
+        "internet", cake_options.parse_rtt,
+        "expected round-trip time: 50ms, 1s... or datacentre, lan, metro, regional, internet "
+        "(100 ms, the default), oceanic, satellite, interplanetary",
+    )  # fmt: skip
+    cake_overhead: str | int = setting(
+        "raw", cake_options.parse_overhead,
+        "per-packet link-layer overhead: bytes (-64..256) or ethernet, docsis, pppoe-ptm, "
+        "bridged-ptm, conservative, raw (none, the default)",
+    )  # fmt: skip
+    cake_mpu: int | None = setting(
+        None, integer(*cake_options.MPU_RANGE, optional=True),
+        "minimum packet size CAKE accounts, bytes (0..256)",
     )  # fmt: skip
     cake_force_single_queue: bool = setting(
         False, boolean,

@@ -107,6 +107,7 @@ def tune() -> None:
             bandwidth_bit=desired.cake.bandwidth_bit,
             diffserv=desired.cake.diffserv,
             kind=desired.cake.kind,
+            options=desired.cake.options,
             lock=lock["qdisc"],
         )
     if desired.cake_remove is not None:

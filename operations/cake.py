@@ -8,6 +8,7 @@ from pyinfra import host
 from pyinfra.api import QuoteString, StringCommand, operation
 
 from conntune.cake import tc_arguments
+from conntune.cake_options import needs_recreate
 from conntune.changes import cake_change
 from conntune.facts.host import read_host
 from conntune.operations.commands import show_diff
@@ -21,6 +22,7 @@ def cake_qdisc(
     bandwidth_bit: int,
     diffserv: str = "besteffort",
     kind: str = "cake",
+    options: dict | None = None,
     lock: dict | None = None,
 ) -> Generator[StringCommand, None, None]:
     """
@@ -30,6 +32,8 @@ def cake_qdisc(
     + bandwidth_bit: the shaped rate in bit/s (``tc -j`` reports it back in bytes/s)
     + diffserv: ``besteffort``, ``diffserv3``, ``diffserv4``, ``diffserv8`` or ``precedence``
     + kind: ``cake``, or ``cake_mq`` (one CAKE per TX queue, kernels 7.x)
+    + options: more CAKE options (``conntune.plan.CakePlan`` fields: flowmode, nat, wash,
+      ack_filter, split_gso, rtt, overhead, mpu); each one not given is CAKE's default
     + lock: the host lock this run holds (``conntune.operations.hostlock``), or ``None``
 
     **Example:**
@@ -38,13 +42,19 @@ def cake_qdisc(
 
         cake_qdisc(name="CAKE on eth0", interface="eth0", bandwidth_bit=1_000_000_000)
     """
-    cake = CakePlan(interface, bandwidth_bit, diffserv, kind)
-    change = cake_change(read_host(host), cake)
+    cake = CakePlan(interface, bandwidth_bit, **{"diffserv": diffserv, "kind": kind,
+                                                 **(options or {})})  # fmt: skip
+    facts = read_host(host)
+    change = cake_change(facts, cake)
     if change is None:
-        host.noop(f"{interface} already has {cake.describe()}")
+        host.noop(f"{interface} already has {cake.describe()} and every planned option")
         return
     show_diff([str(change)])
-    yield locked(StringCommand("tc", *(QuoteString(arg) for arg in tc_arguments(cake))), lock)
+    replace = StringCommand("tc", *(QuoteString(arg) for arg in tc_arguments(cake)))
+    if needs_recreate(facts.root_qdisc(interface), cake):  # an mpu that replace cannot clear
+        delete = StringCommand("tc", "qdisc", "del", "dev", QuoteString(interface), "root")
+        replace = StringCommand(delete, "&&", replace)
+    yield locked(replace, lock)
 
 
 @operation()

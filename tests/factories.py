@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conntune import paths
+from conntune import cake_options, paths
 from conntune.facts import parse
 from conntune.hostfacts import (
     BUCKETS_KEY,
@@ -16,7 +16,7 @@ from conntune.hostfacts import (
     Tools,
 )
 from conntune.profiles import LINUX_DEFAULTS
-from conntune.qdisc import CakeOptions, Qdisc
+from conntune.qdisc import Qdisc
 
 GIB = 2**30
 
@@ -126,7 +126,7 @@ def converged(facts: HostFacts, desired) -> HostFacts:
                 kind=cake.kind,
                 handle="8001:",
                 root=True,
-                cake=CakeOptions(bandwidth_bit=cake.bandwidth_bit, diffserv=cake.diffserv),
+                cake=cake_options.expected(cake),
             )
         ]
     assert MAX_KEY in sysctls

@@ -38,6 +38,29 @@ cake_interface = None
 cake_bandwidth = None
 # besteffort, diffserv3, diffserv4, diffserv8 or precedence.
 cake_diffserv = "besteffort"
+# CAKE's options for links that are not plain Ethernet to a switch (tc-cake(8)); each is sent
+# on every run, so removing one here puts CAKE's default back.
+# Flow isolation: triple-isolate (default), dual-srchost, dual-dsthost, hosts, flows, srchost,
+# dsthost, flowblind. dual-*host with cake_nat on a NAT router shares per inner host.
+cake_flow_isolation = "triple-isolate"
+# Fairness by the inner addresses of NAT'd flows (reads conntrack's mappings).
+cake_nat = False
+# Clear DSCP marks after CAKE has sorted packets into its tins.
+cake_wash = False
+# Drop redundant pure TCP ACKs: "disabled", "enabled" or "aggressive" (asymmetric uplinks).
+cake_ack_filter = "disabled"
+# Split GSO super-packets: keeps latency low at low rates; False above ~10 Gbit/s.
+cake_split_gso = True
+# Expected round-trip time: "50ms", "1s"... or datacentre (100 us), lan (1 ms), metro (10 ms),
+# regional (30 ms), internet (100 ms, the default), oceanic (300 ms), satellite (1 s),
+# interplanetary (1000 s).
+cake_rtt = "internet"
+# Per-packet link-layer overhead: bytes (-64..256) or a link preset: ethernet (38, mpu 84),
+# docsis (18, mpu 64), pppoe-ptm (30, PTM), bridged-ptm (22, PTM), conservative (48, ATM),
+# raw (none: CAKE's default, right for an Ethernet NIC shaped at its own rate).
+cake_overhead = "raw"
+# Minimum packet size CAKE accounts for, bytes (0..256); None: the preset's, or none.
+cake_mpu = None
 # One CAKE instance shapes about 2.5 Gbit/s on one CPU (LibreQoS issue #127). Faster links get
 # cake_mq (one instance per TX queue) where kernel and tc have it, else CAKE is skipped with the
 # reason. True: put one single-queue CAKE there anyway, accepting the cap.

@@ -28,13 +28,15 @@ def test_plan_json_with_link_speed_and_ratio():
     )
     plan = json.loads(result.output)
     assert plan["buckets"] == 524288
-    assert plan["cake"] == {
+    expected = {
         "interface": "eth0",
         "kind": "cake",
         "bandwidth_mbit": 1000.0,
         "bandwidth_bit": 10**9,
         "diffserv": "besteffort",
     }
+    assert {key: plan["cake"][key] for key in expected} == expected
+    assert plan["cake"]["overhead"] == "raw" and plan["cake"]["rtt"] == "internet"
 
 
 def test_plan_refuses_ratio_16_with_the_reason():

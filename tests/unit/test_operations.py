@@ -3,6 +3,7 @@ The operations against a host reading, without a network: change, no change, dry
 (The same operations run over real SSH in tests/integration.)
 """
 
+import dataclasses
 import logging
 import subprocess
 from types import SimpleNamespace
@@ -187,9 +188,41 @@ def test_cake_change_and_no_change(facts, desired):
         "diffserv": cake.diffserv,
     }
     commands, _ = run(cake_ops.cake_qdisc, facts, **args)
-    assert commands == ["tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort"]
+    # every option is sent, CAKE's defaults included: replace keeps options it is not given
+    assert commands == [
+        "tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort "
+        "triple-isolate nonat nowash split-gso no-ack-filter internet raw"
+    ]
     commands, host = run(cake_ops.cake_qdisc, converged(facts, desired), **args)
     assert commands == [] and host.noops
+
+
+def test_cake_options_change_and_no_change(facts, desired, caplog):
+    caplog.set_level(logging.INFO)
+    current = converged(facts, desired)
+    options = {"nat": True, "overhead": "docsis", "rtt": 50_000, "ack_filter": "aggressive",
+               "flowmode": "dual-srchost"}  # fmt: skip
+    args = {"interface": "eth0", "bandwidth_bit": 10**9, "options": options}
+    commands, _ = run(cake_ops.cake_qdisc, current, diff=True, **args)
+    assert commands == [
+        "tc qdisc replace dev eth0 root cake bandwidth 1000000000bit besteffort dual-srchost "
+        "nat nowash split-gso ack-filter-aggressive rtt 50000us noatm docsis"
+    ]
+    assert "(flowmode triple-isolate, nat False, ack_filter disabled, rtt_us 100000, raw True, " \
+           "atm None, overhead 0, mpu None) → " in caplog.text  # fmt: skip
+    from conntune import cake_options
+    from conntune.plan import CakePlan
+
+    applied = cake_options.expected(CakePlan("eth0", 10**9, **options))
+    assert (applied.overhead, applied.mpu, applied.atm, applied.raw) == (18, 64, "noatm", False)
+    shaped = converged(
+        current, dataclasses.replace(desired, cake=CakePlan("eth0", 10**9, **options))
+    )
+    commands, host = run(cake_ops.cake_qdisc, shaped, **args)
+    assert commands == [] and host.noops
+    # docsis set mpu 64; a replace cannot put mpu back to 0: delete and add
+    commands, _ = run(cake_ops.cake_qdisc, shaped, interface="eth0", bandwidth_bit=10**9)
+    assert commands[0].startswith("tc qdisc del dev eth0 root && tc qdisc replace dev eth0")
 
 
 def test_cake_other_rate_is_a_change(facts, desired, caplog):
