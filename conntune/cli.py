@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import psutil
 
-from conntune import fleet, metrics, profiles, report, watch
+from conntune import fleet, metrics, profiles, report, terminal, watch
 from conntune.audit import HostAudit, audit_host
 from conntune.changes import drift
 from conntune.facts.reading import ReadingError
@@ -291,7 +291,7 @@ def revert_command(inventory, limit, report_file, verbose) -> None:
 @click.option("--once", is_flag=True, help="Two samples --interval apart, print the rates, exit.")
 @click.option("--json", "as_json", is_flag=True, help="JSON (with --once: one document).")
 def watch_command(inventory, limit, interval, once, as_json) -> None:
-    """Live conntrack pressure and CAKE queues, per host, refreshed in place (Ctrl-C stops)."""
+    """Live conntrack pressure, churn and CAKE queues, worst host first (q or Ctrl-C stops)."""
     _logging(False)
     # Ctrl-C and a scheduler's SIGTERM only raise a flag: the loop then closes every connection
     # itself (an exception thrown into pyinfra's gevent hub mid-sample can leave it waiting)
@@ -299,25 +299,25 @@ def watch_command(inventory, limit, interval, once, as_json) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     watcher = Watcher(inventory, limit=list(limit) or None, timeout=max(3.0, 2 * interval))
-    color = sys.stdout.isatty() and not as_json
+    live = sys.stdout.isatty() and not as_json and not once
     try:
         watcher.start()
-        while not stop.is_set():
-            deadline = time.monotonic() + interval
-            while not stop.is_set() and time.monotonic() < deadline:
-                time.sleep(min(0.1, interval))
-            if stop.is_set():
-                break
-            views = watcher.step()
-            if as_json:
-                document = {"interval_s": interval, "hosts": [v.as_dict() for v in views]}
-                click.echo(json.dumps(document, indent=None if not once else 2))
-            elif color:
-                click.echo("\x1b[H\x1b[2J" + watch.render(views, color=True), nl=True)
-            else:
-                click.echo(watch.render(views, color=False) + "\n")
-            if once:
-                break
+        with terminal.live_screen(live, stop) as show:
+            while not stop.is_set():
+                deadline = time.monotonic() + interval
+                while not stop.is_set() and time.monotonic() < deadline:
+                    time.sleep(min(0.1, interval))
+                if stop.is_set():
+                    break
+                screen = watch.Screen(interval, watcher.step())
+                if as_json:
+                    click.echo(json.dumps(screen.as_dict(), indent=2 if once else None))
+                elif live:
+                    show(terminal.watch_screen(screen))
+                else:
+                    click.echo(terminal.watch_text(screen) + "\n")
+                if once:
+                    break
     finally:
         watcher.close()
 

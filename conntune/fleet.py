@@ -10,14 +10,13 @@ import fcntl
 import hashlib
 import os
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from conntune import pyinfra_api
+from conntune import pyinfra_api, terminal
 from conntune.audit import UNREACHABLE, HostAudit, audit_host, unreachable
 from conntune.facts.reading import reading_command
 from conntune.report import write_atomically
@@ -31,17 +30,10 @@ EXIT_LOCKED = 75  # another reconcile of the same inventory is running (EX_TEMPF
 READING_TIMEOUT = 120
 
 
-def _progress(done: int, total: int) -> None:
-    """A one-line counter on a terminal; nothing when stderr is a file or a pipe."""
-    if sys.stderr.isatty():
-        end = "\n" if done == total else ""
-        sys.stderr.write(f"\r\x1b[Kreading hosts: {done}/{total}{end}")
-        sys.stderr.flush()
-
-
 def audit_fleet(fleet: pyinfra_api.Fleet, fresh: bool = False) -> list[HostAudit]:
     rows = [unreachable(name, error) for name, error in fleet.errors.items()]
-    readings = pyinfra_api.read_fleet(fleet, fresh=fresh, progress=_progress)
+    with terminal.progress("reading hosts") as progress:
+        readings = pyinfra_api.read_fleet(fleet, fresh=fresh, progress=progress)
     hosts = {host.name: host for host in fleet.hosts}
     for name, facts in readings.items():
         if isinstance(facts, str):

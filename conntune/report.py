@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from conntune.audit import HostAudit, fleet_summary
-from conntune.units import format_bytes
+from conntune.terminal import audit_table, render
 
 
 def write_atomically(path: str | Path, text: str) -> None:
@@ -27,74 +27,9 @@ def write_atomically(path: str | Path, text: str) -> None:
         raise
 
 
-def _cell(value: object) -> str:
-    return "-" if value is None else str(value)
-
-
-def table(rows: list[HostAudit], verbose: bool = False) -> str:
-    header = [
-        "HOST",
-        "VERDICT",
-        "RAM",
-        "CPU",
-        "KERNEL",
-        "COUNT/MAX",
-        "USE%",
-        "BUCKETS",
-        "E/B",
-        "DROP",
-        "EARLY",
-        "INSFAIL",
-        "CHAIN",
-        "FULL",
-        "DRIFT",
-        "QDISC",
-        "FIREWALLD",
-    ]
-    lines: list[list[str]] = [header]
-    for row in rows:
-        if row.verdict == "unreachable":
-            lines.append([row.host, row.verdict] + ["-"] * (len(header) - 2))
-            continue
-        count_max = f"{_cell(row.conntrack_count)}/{_cell(row.conntrack_max)}"
-        lines.append(
-            [
-                row.host,
-                row.verdict,
-                format_bytes(row.mem_bytes) if row.mem_bytes else "-",
-                _cell(row.cpus),
-                _cell(row.kernel),
-                count_max,
-                _cell(row.usage_percent),
-                _cell(row.buckets),
-                _cell(row.entries_per_bucket_at_max),
-                _cell(row.drop),
-                _cell(row.early_drop),
-                _cell(row.insert_failed),
-                _cell(row.chaintoolong),
-                str(row.table_full_lines),
-                str(row.drift_count),
-                f"{row.qdisc_interface}: {row.qdisc}" if row.qdisc else "-",
-                _cell(row.firewalld),
-            ]
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in lines]  # fmt: skip
-    text.append("")
-    for row in rows:
-        text.append(f"{row.host}: {row.verdict}: {row.reason}")
-        if row.qdisc_planned and row.qdisc_planned != row.qdisc:
-            text.append(
-                f"  qdisc on {row.qdisc_interface}: {row.qdisc}, planned {row.qdisc_planned}"
-            )
-        if row.neighbours:
-            text.append(f"  manages conntrack/firewall state itself: {', '.join(row.neighbours)}")
-        if verbose:
-            text += [f"  drift: {item}" for item in row.drift]
-            text += [f"  warning: {item}" for item in row.warnings]
-    text += ["", fleet_summary(rows)]
-    return "\n".join(text)
+def table(rows: list[HostAudit], verbose: bool = False, terminal: bool = False) -> str:
+    """The audit as text: the summary, a row per host worst first, each host's reason."""
+    return render(audit_table(rows, verbose=verbose, terminal=terminal), terminal=terminal)
 
 
 def as_json(rows: list[HostAudit]) -> str:

@@ -1,19 +1,26 @@
 """
-`conntune watch`: second-by-second conntrack pressure and CAKE behaviour, as rates. Pure
-Python: the sample command, its parser, the rates between two samples, and the rendering.
+`conntune watch`: second-by-second conntrack pressure, churn and CAKE behaviour, as rates. Pure
+Python: a sample's parser, the rates between two samples, what needs attention, and the order
+of the hosts (worst first). conntune.terminal draws it; ``--json`` prints ``Screen.as_dict()``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 from conntune.audit import AT_RISK
 from conntune.facts import parse
 from conntune.facts.reading import conntrack_stats, split_sections
 from conntune.qdisc import Qdisc
-from conntune.units import human_rate
 
-COUNTERS = ("drop", "early_drop", "insert_failed", "chaintoolong")
+# Drops and table pressure, by the kernel's counter names
+COUNTERS = ("drop", "insert_failed", "chaintoolong", "early_drop")
+LOST = ("drop", "insert_failed", "chaintoolong")  # packets lost, not only pressure
+# Churn: the kernel counted created and deleted entries in "new" and "delete"; current kernels
+# print 0 in both columns (nf_conntrack_standalone.c, ct_cpu_seq_show), and conntrack -S has
+# neither. Where they never move, the watch shows the net change of the entry count instead.
+CHURN = ("new", "delete")
 
 
 @dataclass
@@ -31,7 +38,8 @@ class Sample:
 def parse_sample(text: str, at: float) -> Sample:
     sections = split_sections(text)
     stats = conntrack_stats(sections)
-    counters = {name: value for name in COUNTERS if (value := stats.get(name)) is not None}
+    names = (*COUNTERS, *CHURN)
+    counters = {name: value for name in names if (value := stats.get(name)) is not None}
     roots = [q for q in parse.qdiscs(sections.get("qdisc", "")) if q.root]
     return Sample(
         at=at,
@@ -47,6 +55,8 @@ def parse_sample(text: str, at: float) -> Sample:
 
 @dataclass
 class Tin:
+    """One CAKE tin over the interval; the names are conntune.metrics' per-tin metrics."""
+
     name: str
     # sch_cake counts a tin's sent_bytes at enqueue (cake_enqueue: b->bytes += len), dropped
     # packets included: it is the load offered to the tin, not what left it
@@ -58,6 +68,7 @@ class Tin:
     sparse_flows: int | None
     bulk_flows: int | None
     unresponsive_flows: int | None
+    backlog_bytes: int | None
     drops_per_s: float
     ecn_marks_per_s: float
 
@@ -72,7 +83,13 @@ class HostView:
     max: int | None = None
     usage_percent: float | None = None
     entries_per_bucket: float | None = None
-    per_second: dict[str, float] = field(default_factory=dict)
+    # per counter: per second over the interval; None: this host cannot give the counter
+    per_second: dict[str, float | None] = field(default_factory=dict)
+    stats_source: str | None = None
+    # created / deleted entries per second where the kernel counts them, else None
+    churn_new_per_s: float | None = None
+    churn_deleted_per_s: float | None = None
+    entries_change_per_s: float | None = None
     table_full_since_start: int = 0
     qdisc_kind: str | None = None
     qdisc_throughput_bit: float | None = None
@@ -81,6 +98,20 @@ class HostView:
     qdisc_ecn_marks_per_s: float | None = None
     tins: list[Tin] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
+
+    @property
+    def rank(self) -> tuple[int, float]:
+        """Worst first: losing packets now, stale, filling, under pressure, the rest by usage."""
+        usage = self.usage_percent or 0.0
+        if any((self.per_second.get(n) or 0) > 0 for n in LOST) or self.table_full_since_start:
+            return (0, -usage)
+        if self.stale:
+            return (1, 0.0)
+        if usage >= AT_RISK:
+            return (2, -usage)
+        if self.attention:
+            return (3, -usage)
+        return (4, -usage)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +127,7 @@ def view(host: str, first: Sample, previous: Sample, current: Sample) -> HostVie
     """Rates between two samples, levels from the current one, what needs attention."""
     seconds = current.at - previous.at
     out = HostView(host=host, interval_s=round(seconds, 3), count=current.count, max=current.max)
+    out.stats_source = current.stats_source
     if current.count is not None and current.max:
         out.usage_percent = round(100 * current.count / current.max, 1)
         if out.usage_percent >= AT_RISK:
@@ -103,10 +135,22 @@ def view(host: str, first: Sample, previous: Sample, current: Sample) -> HostVie
     if current.count is not None and current.buckets:
         out.entries_per_bucket = round(current.count / current.buckets, 2)
     for name in COUNTERS:
+        if name not in current.counters:
+            out.per_second[name] = None  # unknown, never 0
+            continue
         rate = _rate(current.counters.get(name), previous.counters.get(name), seconds)
         out.per_second[name] = round(rate, 2)
-        if rate > 0 and name in ("drop", "insert_failed", "chaintoolong"):
+        if rate > 0:
             out.attention.append(f"{name} {rate:.1f}/s")
+    if current.stats_source is None:
+        out.attention.append("drop counters unknown (install conntrack)")
+    if current.count is not None and previous.count is not None and seconds > 0:
+        out.entries_change_per_s = round((current.count - previous.count) / seconds, 2)
+    counted = any(first.counters.get(n) or current.counters.get(n) for n in CHURN)
+    if counted:
+        new = _rate(current.counters.get("new"), previous.counters.get("new"), seconds)
+        gone = _rate(current.counters.get("delete"), previous.counters.get("delete"), seconds)
+        out.churn_new_per_s, out.churn_deleted_per_s = round(new, 2), round(gone, 2)
     out.table_full_since_start = max(0, current.table_full - first.table_full)
     if out.table_full_since_start:
         out.attention.append(f"{out.table_full_since_start} table-full lines")
@@ -139,6 +183,7 @@ def _qdisc(out: HostView, old: Qdisc | None, new: Qdisc | None, seconds: float) 
             sparse_flows=tin.sparse_flows,
             bulk_flows=tin.bulk_flows,
             unresponsive_flows=tin.unresponsive_flows,
+            backlog_bytes=tin.backlog_bytes,
             drops_per_s=round(_rate(tin.drops, before and before.drops, seconds), 2),
             ecn_marks_per_s=round(ecn, 2),
         )
@@ -151,52 +196,30 @@ def _qdisc(out: HostView, old: Qdisc | None, new: Qdisc | None, seconds: float) 
     out.qdisc_ecn_marks_per_s = round(ecn_total, 2) if new.tins else None
 
 
-def _bar(percent: float | None, width: int = 20) -> str:
-    if percent is None:
-        return "[" + " " * width + "]"
-    filled = min(width, round(width * percent / 100))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
+@dataclass
+class Screen:
+    """One refresh of the watch: when, how often, how many hosts answer, the hosts worst first."""
 
+    interval_s: float
+    hosts: list[HostView]
+    at: float = field(default_factory=time.time)
 
-def render(views: list[HostView], color: bool) -> str:
-    """The screen (or, without a terminal, plain lines): one block per host."""
+    def __post_init__(self) -> None:
+        self.hosts = sorted(self.hosts, key=lambda v: (v.rank, v.host))
 
-    def hot(text: str) -> str:
-        return f"\x1b[1;31m{text}\x1b[0m" if color else text
+    @property
+    def answering(self) -> int:
+        return sum(1 for v in self.hosts if not v.stale)
 
-    lines = []
-    for v in views:
-        if v.stale:
-            lines.append(hot(f"{v.host}: STALE ({v.error})"))
-            continue
-        usage = "-" if v.usage_percent is None else f"{v.usage_percent:5.1f} %"
-        head = f"{v.host}: conntrack {v.count}/{v.max} {_bar(v.usage_percent)} {usage}"
-        head += f"  {v.entries_per_bucket} per bucket" if v.entries_per_bucket is not None else ""
-        lines.append(head)
-        rates = "  ".join(f"{name} {v.per_second.get(name, 0):.1f}/s" for name in COUNTERS)
-        lines.append(f"  {rates}  table-full lines {v.table_full_since_start}")
-        if v.qdisc_kind:
-            lines.append(
-                f"  qdisc {v.qdisc_kind}: {human_rate(v.qdisc_throughput_bit or 0)}/s sent, "
-                f"backlog {v.qdisc_backlog_bytes} B, drops {v.qdisc_drops_per_s:.1f}/s"
-                + (
-                    f", ecn {v.qdisc_ecn_marks_per_s:.1f}/s"
-                    if v.qdisc_ecn_marks_per_s is not None
-                    else ""
-                )
-            )
-        for tin in v.tins:
-            lines.append(
-                f"    {tin.name:<10} offered {human_rate(tin.offered_bit)}/s  "
-                f"delay pk {_ms(tin.peak_delay_us)} av {_ms(tin.avg_delay_us)} "
-                f"sp {_ms(tin.sparse_delay_us)} (target {_ms(tin.target_us)})  flows "
-                f"{tin.sparse_flows}/{tin.bulk_flows}/{tin.unresponsive_flows} "
-                f"(sparse/bulk/unresp)  drops {tin.drops_per_s:.1f}/s"
-            )
-        if v.attention:
-            lines.append(hot("  ! " + "; ".join(v.attention)))
-    return "\n".join(lines)
+    @property
+    def stale(self) -> int:
+        return len(self.hosts) - self.answering
 
-
-def _ms(us: int | None) -> str:
-    return "-" if us is None else f"{us / 1000:.1f}ms"
+    def as_dict(self) -> dict:
+        return {
+            "generated_at": int(self.at),
+            "interval_s": self.interval_s,
+            "hosts_answering": self.answering,
+            "hosts_stale": self.stale,
+            "hosts": [v.as_dict() for v in self.hosts],
+        }

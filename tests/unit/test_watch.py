@@ -5,7 +5,8 @@ import subprocess
 from pathlib import Path
 
 from conntune.facts.reading import MARKER, sample_command, split_sections
-from conntune.watch import Sample, parse_sample, render, view
+from conntune import terminal
+from conntune.watch import HostView, Sample, Screen, parse_sample, view
 
 CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured" / "debian12-6.1"
 CAKE_1G = "tc_j_s_qdisc_dev_eth0.cake_1000mbit.json"
@@ -51,9 +52,12 @@ def test_rates_from_two_real_samples():
     assert v.tins[1].sparse_delay_us == new["tins"][1]["base_delay_us"]
     assert any(item.startswith("drop ") for item in v.attention)
     assert "table 100 % full" in v.attention
-    text = render([v], color=False)
+    text = terminal.watch_text(Screen(2.0, [v]))
     assert "\x1b" not in text and "vm: conntrack 64/64" in text and "besteffort" in text
-    assert "\x1b[1;31m" in render([v], color=True)
+    assert text.startswith("conntune watch ") and "1 hosts answering, 0 stale" in text
+    assert "entries +29.0/s (this kernel does not count new/deleted entries)" in text
+    drawn = terminal.render(terminal.watch_screen(Screen(2.0, [v])), terminal=True)
+    assert "\x1b[" in drawn and "CAKE tins" in drawn and "q or Ctrl-C to quit" in drawn
 
 
 def test_counter_reset_gives_no_negative_rate():
@@ -63,6 +67,31 @@ def test_counter_reset_gives_no_negative_rate():
 
 
 def test_stale_host_renders():
-    from conntune.watch import HostView
+    text = terminal.watch_text(Screen(1.0, [HostView("h", stale=True, error="timed out")]))
+    assert "h: STALE (timed out)" in text and "0 hosts answering, 1 stale" in text
 
-    assert "h: STALE (timed out)" in render([HostView("h", stale=True, error="timed out")], False)
+
+def test_hosts_worst_first_and_unknown_counters():
+    calm = HostView("a-calm", usage_percent=10.0, per_second={"drop": 0.0})
+    full = HostView("b-full", usage_percent=80.0, per_second={"drop": 0.0})
+    losing = HostView("c-losing", usage_percent=20.0, per_second={"insert_failed": 3.0})
+    stale = HostView("d-stale", stale=True, error="timed out")
+    screen = Screen(1.0, [calm, full, stale, losing])
+    assert [v.host for v in screen.hosts] == ["c-losing", "d-stale", "b-full", "a-calm"]
+    assert [h["host"] for h in screen.as_dict()["hosts"]][0] == "c-losing"
+    blind = view(
+        "x",
+        Sample(at=0, count=1, max=10),
+        Sample(at=0, count=1, max=10),
+        Sample(at=1, count=1, max=10),
+    )  # no stat section: no counters at all
+    assert blind.per_second["drop"] is None  # unknown, never 0
+    assert "drop unknown" in terminal.watch_text(Screen(1.0, [blind]))
+    assert "drop counters unknown (install conntrack)" in blind.attention
+
+
+def test_churn_where_the_kernel_counts_it():
+    old = Sample(at=0, count=100, counters={"new": 1000, "delete": 900})
+    new = Sample(at=2, count=120, counters={"new": 1100, "delete": 980})
+    v = view("old-kernel", old, old, new)
+    assert (v.churn_new_per_s, v.churn_deleted_per_s, v.entries_change_per_s) == (50, 40, 10)
