@@ -32,3 +32,9 @@ def test_every_ssh_inventory_checks_host_keys_strictly():
                 merged = {**data, **host_data}
                 assert merged.get("ssh_strict_host_key_checking") == "yes", (path, host_name)
                 assert merged.get("ssh_known_hosts_file"), (path, host_name)
+
+
+def test_the_readme_lists_every_setting():
+    readme = (INVENTORIES.parent / "README.md").read_text()
+    missing = [name for name in DEFAULTS if f"| `{name}` |" not in readme]
+    assert missing == []
