@@ -10,8 +10,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from conntune.audit import AT_RISK
-from conntune.facts import parse
-from conntune.facts.reading import conntrack_stats, split_sections
+from conntune.facts import parse, tc_json
+from conntune.facts.reading import split_sections
+from conntune.facts.sections import conntrack_stats
 from conntune.qdisc import Qdisc
 
 # Drops and table pressure, by the kernel's counter names
@@ -40,7 +41,7 @@ def parse_sample(text: str, at: float) -> Sample:
     stats = conntrack_stats(sections)
     names = (*COUNTERS, *CHURN)
     counters = {name: value for name in names if (value := stats.get(name)) is not None}
-    roots = [q for q in parse.qdiscs(sections.get("qdisc", "")) if q.root]
+    roots = [q for q in tc_json.qdiscs(sections.get("qdisc", "")) if q.root]
     return Sample(
         at=at,
         count=parse.int_or_none(sections.get("count")),

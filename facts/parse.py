@@ -1,21 +1,20 @@
 """
 Pure parsers for what a Linux host prints about conntrack, links, qdiscs and their config files.
 
-Every function takes text and returns typed values (``conntune.hostfacts``, ``conntune.qdisc``);
+Every function takes text and returns typed values (``conntune.hostfacts``);
 none runs a command or imports pyinfra, so the host reading, the CLI and the tests share them.
 They are written for outputs from many kernels and tools: header-driven, tolerant of extra or
 missing columns, trailing spaces and a missing final newline. Text that does not contain what a
 function looks for gives an empty result (or ``None``) rather than an exception, except
-``meminfo_bytes``, which has no sensible empty value.
+``meminfo_bytes``, which has no sensible empty value. ``tc -j`` output: facts/tc_json.py; other
+parties' sysctl.d and modprobe.d lines: facts/config_lines.py.
 """
 
 from __future__ import annotations
 
-import json
 import re
 
-from conntune.hostfacts import ModprobeLine, Mount, Route, SysctlLine
-from conntune.qdisc import TIN_NAMES, CakeOptions, CakeTin, Qdisc
+from conntune.hostfacts import Mount, Route
 
 _UNITS = {"": 1, "b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3, "tb": 1024**4}
 
@@ -144,102 +143,6 @@ def link_speed_mbit(text: str) -> int | None:
     return speed
 
 
-def _json_objects(text: str) -> list[dict]:
-    """Every JSON object in ``text``: arrays of objects, single objects, several in a row."""
-    decoder = json.JSONDecoder()
-    found: list[dict] = []
-    position = 0
-    text = text.strip()
-    while position < len(text):
-        try:
-            value, end = decoder.raw_decode(text, position)
-        except json.JSONDecodeError:
-            break
-        items = value if isinstance(value, list) else [value]
-        found.extend(item for item in items if isinstance(item, dict))
-        position = end
-        while position < len(text) and text[position].isspace():
-            position += 1
-    return found
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _bool(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def _cake_options(options: dict) -> CakeOptions:
-    bandwidth = options.get("bandwidth")
-    return CakeOptions(
-        # bytes per second in tc's JSON, or the string "unlimited"
-        bandwidth_bit=_int(bandwidth) * 8 if _int(bandwidth) else None,
-        diffserv=_str(options.get("diffserv")),
-        flowmode=_str(options.get("flowmode")),
-        nat=_bool(options.get("nat")),
-        wash=_bool(options.get("wash")),
-        ingress=_bool(options.get("ingress")),
-        ack_filter=_str(options.get("ack-filter")),
-        split_gso=_bool(options.get("split_gso")),
-        rtt_us=_int(options.get("rtt")),
-        raw=_bool(options.get("raw")),
-        atm=_str(options.get("atm")),
-        overhead=_int(options.get("overhead")),
-        mpu=_int(options.get("mpu")),
-    )
-
-
-_TIN_COUNTERS = (
-    "sent_bytes", "sent_packets", "backlog_bytes", "target_us", "interval_us", "peak_delay_us",
-    "avg_delay_us", "base_delay_us", "drops", "ecn_mark", "ack_drops", "sparse_flows",
-    "bulk_flows", "unresponsive_flows",
-)  # fmt: skip
-
-
-def _tin(name: str, tin: dict) -> CakeTin:
-    rate = _int(tin.get("threshold_rate"))
-    return CakeTin(
-        name=name,
-        threshold_rate_bit=None if rate is None else rate * 8,
-        **{key: _int(tin.get(key)) for key in _TIN_COUNTERS},
-    )
-
-
-def qdiscs(text: str) -> list[Qdisc]:
-    """
-    Qdiscs from ``tc -j [-s] qdisc show`` JSON. Several JSON arrays in a row (one ``tc`` call
-    per device) are joined; text that is not JSON gives an empty list.
-    """
-    result = []
-    for item in _json_objects(text):
-        kind = _str(item.get("kind"))
-        options = item.get("options") if isinstance(item.get("options"), dict) else {}
-        tins = [tin for tin in item.get("tins") or [] if isinstance(tin, dict)]
-        names = TIN_NAMES.get(len(tins), tuple(f"tin{i}" for i in range(len(tins))))
-        result.append(
-            Qdisc(
-                dev=_str(item.get("dev")),
-                kind=kind,
-                handle=_str(item.get("handle")),
-                parent=_str(item.get("parent")),
-                root=item.get("root") is True,
-                cake=_cake_options(options) if kind in ("cake", "cake_mq") else None,
-                bytes=_int(item.get("bytes")),
-                packets=_int(item.get("packets")),
-                drops=_int(item.get("drops")),
-                backlog=_int(item.get("backlog")),
-                tins=tuple(_tin(name, tin) for name, tin in zip(names, tins, strict=True)),
-            )
-        )
-    return result
-
-
 # Kernel wording (net/netfilter/nf_conntrack_core.c, __nf_conntrack_alloc): "nf_conntrack: table
 # full, dropping packet" (2.6.15+), "ip_conntrack: table full, dropping packet." before that,
 # printed with a doubled "nf_conntrack: " prefix by kernels that also set pr_fmt, and
@@ -294,128 +197,6 @@ def slab_objsize(text: str, cache: str = "nf_conntrack") -> int | None:
             if len(tokens) > index and tokens[index].isdigit():
                 return int(tokens[index])
     return None
-
-
-def _grep_lines(text: str) -> list[tuple[str, int, str]]:
-    """``grep -H -n`` output (``path:lineno:text``)."""
-    found = []
-    for line in text.splitlines():
-        match = re.match(r"^(/[^:]*):(\d+):(.*)$", line)
-        if match:
-            found.append((match.group(1), int(match.group(2)), match.group(3).strip()))
-    return found
-
-
-# Legacy spellings of the conntrack knobs: the ip_conntrack module's net.ipv4.ip_conntrack_*
-# (2.6.19 and older) and the compatibility net.ipv4.netfilter.ip_conntrack_* names of
-# CONFIG_NF_CONNTRACK_PROC_COMPAT, and the net.nf_conntrack_max alias (init netns only;
-# nf_conntrack_standalone.c, nf_ct_netfilter_table).
-_LEGACY_PREFIXES = (
-    ("net.ipv4.netfilter.ip_conntrack_", "net.netfilter.nf_conntrack_"),
-    ("net.ipv4.ip_conntrack_", "net.netfilter.nf_conntrack_"),
-    ("net.nf_conntrack_", "net.netfilter.nf_conntrack_"),
-)
-
-
-def canonical_sysctl_key(key: str) -> str:
-    """
-    The ``net.netfilter.nf_conntrack_*`` name a sysctl.d key sets, whatever its spelling:
-    ``/`` or ``.`` separators (sysctl.d(5)), legacy names (above). Other keys are returned
-    with their separators normalised.
-    """
-    key = key.strip().strip("/").replace("/", ".")
-    for legacy, modern in _LEGACY_PREFIXES:
-        if key.startswith(legacy):
-            return modern + key[len(legacy) :]
-    return key
-
-
-def sysctl_lines(text: str) -> list[SysctlLine]:
-    """
-    Conntrack settings in sysctl.d files, from ``grep -H -n`` output over them. Accepts every
-    form systemd-sysctl and procps read (sysctl.d(5)): a ``-`` prefix (errors ignored), ``/``
-    separators, spaces or none around ``=``, globs; comments (``#``, ``;``) and lines that set
-    no conntrack knob are dropped.
-    """
-    found = []
-    for path, lineno, line in _grep_lines(text):
-        if not line or line[0] in "#;":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        key = key.strip()
-        ignore_errors = key.startswith("-")
-        name = key.lstrip("-").strip().strip("/").replace("/", ".")
-        canonical = canonical_sysctl_key(name)
-        if "conntrack" not in canonical and not any(c in canonical for c in "*?["):
-            continue
-        found.append(SysctlLine(path, lineno, line, canonical, value.strip(), ignore_errors, name))
-    return found
-
-
-# nf_conntrack's module parameters that take a number (nf_conntrack_core.c and
-# nf_conntrack_expect.c: module_param_call(hashsize, ...), module_param_named(expect_hashsize,
-# nf_ct_expect_hsize, uint, 0400)). A number parameter given without a value makes the module
-# load fail with EINVAL (kernel/params.c, parse_one: "!val && !(ops->flags & NOARG)").
-_NUMBER_PARAMETERS = ("hashsize", "expect_hashsize")
-
-
-def _module_parameters(words: list[str]) -> tuple[dict[str, str | None], str | None]:
-    """kmod passes the words after the module name to the kernel as they are."""
-    parameters: dict[str, str | None] = {}
-    problems = []
-    for word in words:
-        name, sep, value = word.partition("=")
-        value = value.strip('"') if sep else None
-        if not name:
-            problems.append(f"'{word}' is not a parameter")
-            continue
-        parameters[name] = value
-        if name in _NUMBER_PARAMETERS and not (value or "").isdigit():
-            problems.append(
-                f"'{name}' has no number" + (f" ({word!r})" if sep else " (no '=N' attached)")
-            )
-    if problems and any(w == "=" for w in words):
-        problems.append("spaces around '=' split it into separate words")
-    problem = None
-    if problems:
-        problem = (
-            "; ".join(problems)
-            + ": the kernel refuses the option and nf_conntrack fails to load (EINVAL)"
-        )
-    return parameters, problem
-
-
-def modprobe_lines(text: str) -> list[ModprobeLine]:
-    """
-    ``options``/``install``/``remove``/``softdep`` lines for nf_conntrack from ``grep -H -n``
-    over modprobe.d files, in any spelling kmod accepts (``nf-conntrack`` equals
-    ``nf_conntrack``, modprobe.d(5)).
-    """
-    found = []
-    for path, lineno, line in _grep_lines(text):
-        words = line.split()
-        if len(words) < 2 or words[0] not in ("options", "install", "remove", "softdep"):
-            continue
-        if words[1].replace("-", "_") != "nf_conntrack":
-            continue
-        parameters, problem = _module_parameters(words[2:]) if words[0] == "options" else ({}, None)
-        found.append(ModprobeLine(path, lineno, line, words[0], parameters, problem))
-    return found
-
-
-def cmdline_module_options(text: str) -> list[ModprobeLine]:
-    """``nf_conntrack.PARAM=VALUE`` words of /proc/cmdline (kmod applies them at load)."""
-    words = [
-        word.split(".", 1)[1]
-        for word in text.split()
-        if word.split(".", 1)[0].replace("-", "_") == "nf_conntrack" and "." in word
-    ]
-    if not words:
-        return []
-    parameters, problem = _module_parameters(words)
-    return [ModprobeLine("/proc/cmdline", 1, " ".join(words), "cmdline", parameters, problem)]
 
 
 def default_routes(text: str, family: int = 4) -> list[Route]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conntune import cake_options, paths
-from conntune.facts import parse
+from conntune.facts import config_lines, parse
 from conntune.hostfacts import (
     BUCKETS_KEY,
     MAX_KEY,
@@ -102,9 +102,9 @@ def make_facts(**overrides) -> HostFacts:
         text = "\n".join(overrides["table_full_lines"])
         base["table_full_last"] = parse.last_table_full_time(text)
     if "sysctl_file_lines" in overrides:
-        base["sysctl_lines"] = parse.sysctl_lines(overrides.pop("sysctl_file_lines"))
+        base["sysctl_lines"] = config_lines.sysctl_lines(overrides.pop("sysctl_file_lines"))
     if "modprobe_options" in overrides:
-        base["modprobe_lines"] = parse.modprobe_lines(overrides.pop("modprobe_options"))
+        base["modprobe_lines"] = config_lines.modprobe_lines(overrides.pop("modprobe_options"))
     base.update(overrides)
     return HostFacts(**base)
 

@@ -25,6 +25,9 @@ POLICY = [
     "conntune.cake", "conntune.timeouts", "conntune.conflicts", "conntune.undo",
     "conntune.firewalld", "conntune.hostfacts", "conntune.qdisc", "conntune.units",
     "conntune.facts.parse", "conntune.facts.reading", "conntune.readings",
+    "conntune.facts.sections", "conntune.facts.tc_json", "conntune.facts.config_lines",
+    "conntune.cake_options", "conntune.hypothetical", "conntune.watch", "conntune.metrics",
+    "conntune.terminal",
 ]  # fmt: skip
 
 

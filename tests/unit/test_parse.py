@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conntune.facts import parse
+from conntune.facts import parse, tc_json
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 D12 = "captured/debian12-6.1"
@@ -270,7 +270,7 @@ def _root(qdiscs, dev):
     ],
 )
 def test_qdiscs(fixture, kinds, cake_bandwidths):
-    found = parse.qdiscs(text(fixture))
+    found = tc_json.qdiscs(text(fixture))
     for dev, kind in kinds.items():
         assert _root(found, dev).kind == kind
     assert [q.cake.bandwidth_bit for q in _cake(found)] == cake_bandwidths
@@ -282,7 +282,7 @@ def test_qdiscs(fixture, kinds, cake_bandwidths):
 @pytest.mark.parametrize("release", [D12, D13])
 def test_qdiscs_cake_tins_with_traffic(release):
     (cake,) = _cake(
-        parse.qdiscs(text(f"{release}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json"))
+        tc_json.qdiscs(text(f"{release}/tc_j_s_qdisc.cake_10mbit_diffserv4_traffic.json"))
     )
     assert cake.cake.diffserv == "diffserv4"
     assert [tin.name for tin in cake.tins] == ["bulk", "besteffort", "video", "voice"]
@@ -290,19 +290,19 @@ def test_qdiscs_cake_tins_with_traffic(release):
 
 
 def test_qdiscs_children_and_unlimited():
-    found = parse.qdiscs(text(f"{PUB}/tc_json/mqprio-pfifo_fast-priomap-trailing-space.json"))
+    found = tc_json.qdiscs(text(f"{PUB}/tc_json/mqprio-pfifo_fast-priomap-trailing-space.json"))
     assert found[0].kind == "mqprio" and found[0].root is True
     assert {q.parent for q in found[1:]} == {f"8001:{n}" for n in range(1, 9)}
     # a fragment (one object, not an array) still parses; bandwidth may be "unlimited"
-    fragment = parse.qdiscs(text(f"{PUB}/tc_json/libreqos-mq-root-7fff.fragment.txt"))
+    fragment = tc_json.qdiscs(text(f"{PUB}/tc_json/libreqos-mq-root-7fff.fragment.txt"))
     assert fragment[0].kind == "mq"
 
 
 def test_qdiscs_odd_input():
-    assert parse.qdiscs("") == []
-    assert parse.qdiscs("Error: Specified qdisc kind is unknown.") == []
+    assert tc_json.qdiscs("") == []
+    assert tc_json.qdiscs("Error: Specified qdisc kind is unknown.") == []
     two = '[{"kind":"fq","handle":"0:","dev":"a","root":true}]\n[{"kind":"cake","dev":"b","root":true,"options":{"bandwidth":"unlimited"}}]'
-    found = parse.qdiscs(two)
+    found = tc_json.qdiscs(two)
     assert [q.kind for q in found] == ["fq", "cake"]
     assert found[0].cake is None and found[1].cake.bandwidth_bit is None  # unlimited
 

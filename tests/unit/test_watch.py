@@ -4,8 +4,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from conntune.facts.reading import MARKER, sample_command, split_sections
 from conntune import terminal
+from conntune.facts.reading import MARKER, sample_command, split_sections
 from conntune.watch import HostView, Sample, Screen, parse_sample, view
 
 CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured" / "debian12-6.1"
@@ -78,7 +78,7 @@ def test_hosts_worst_first_and_unknown_counters():
     stale = HostView("d-stale", stale=True, error="timed out")
     screen = Screen(1.0, [calm, full, stale, losing])
     assert [v.host for v in screen.hosts] == ["c-losing", "d-stale", "b-full", "a-calm"]
-    assert [h["host"] for h in screen.as_dict()["hosts"]][0] == "c-losing"
+    assert next(h["host"] for h in screen.as_dict()["hosts"]) == "c-losing"
     blind = view(
         "x",
         Sample(at=0, count=1, max=10),
