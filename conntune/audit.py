@@ -81,6 +81,9 @@ class HostAudit:
     firewalld: str | None = None
     neighbours: list[str] = field(default_factory=list)
     broken_config: list[str] = field(default_factory=list)
+    # drops since conntune last changed the live values (its record on the host), or None when
+    # there is no record: the verdict then counts since boot
+    since_change: dict[str, int] | None = None
     # where each figure came from (None: unknown on this host, with what to install)
     sources: dict[str, str | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -109,6 +112,7 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
     row.chaintoolong = stats.get("chaintoolong")
     row.table_full_lines = len(facts.table_full_lines)
     row.table_full_last = facts.table_full_last
+    row.since_change = _since_change(facts, row)
     fw = facts.firewalld
     row.firewalld = "not installed" if not fw.installed else ("active" if fw.active else "inactive")
     docker = facts.docker
@@ -183,19 +187,47 @@ _DROPS = {
 }
 
 
+def _since_change(facts: HostFacts, row: HostAudit) -> dict[str, int] | None:
+    """
+    Each drop counter since conntune's last change of the live values. A counter below its
+    record means the host rebooted (or the kernel log wrapped) since: all of it is newer.
+    """
+    baseline = facts.counters_at_change
+    if baseline is None or facts.stats.source is None:
+        return None
+    since = {}
+    for name in (*_DROPS, "early_drop"):
+        now, then = getattr(row, name), baseline.get(name)
+        if now is not None:
+            since[name] = now - then if then is not None and now >= then else now
+    then = facts.table_full_at_change
+    lines = row.table_full_lines
+    since["table_full_lines"] = lines - then if then is not None and lines >= then else lines
+    return since
+
+
 def _verdict(row: HostAudit) -> tuple[str, str]:
+    counted = row.since_change or {}
+    when = " since conntune's last change" if row.since_change is not None else " since boot"
     dropped = []
-    if row.table_full_lines:
+    lines = counted.get("table_full_lines", row.table_full_lines)
+    if lines:
         dropped.append(
-            f"{row.table_full_lines} 'table full' kernel-log lines"
+            f"{lines} 'table full' kernel-log lines"
             + (f" (newest {row.table_full_last})" if row.table_full_last else "")
         )
     for name, meaning in _DROPS.items():
-        value = getattr(row, name)
+        value = counted.get(name, getattr(row, name))
         if value:
-            dropped.append(f"{name} {value}: " + meaning.format(n=value))
+            text = meaning.format(n=value).replace(" since boot", when)
+            dropped.append(f"{name} {value}: {text}")
     if dropped:
         return DROPPING, "; ".join(dropped)
+    before = {name: getattr(row, name) for name in _DROPS if getattr(row, name)}
+    history = (
+        " (before conntune's last change: " + ", ".join(f"{k} {v}" for k, v in before.items())
+        + "; none since)" if before and row.since_change is not None else ""
+    )  # fmt: skip
     usage = (
         100 * row.conntrack_count / row.conntrack_max
         if row.conntrack_count is not None and row.conntrack_max
@@ -207,10 +239,10 @@ def _verdict(row: HostAudit) -> tuple[str, str]:
         risks.append(
             f"table {usage:.0f} % full ({row.conntrack_count}/{row.conntrack_max}), {level}"
         )
-    if row.early_drop:
+    early_drop = counted.get("early_drop", row.early_drop)
+    if early_drop:
         risks.append(
-            f"early_drop {row.early_drop} since boot: entries evicted to make room (the table "
-            "was full)"
+            f"early_drop {early_drop}{when}: entries evicted to make room (the table was full)"
         )
     if row.broken_config:
         risks.append("nf_conntrack will not load at the next boot: " + "; ".join(row.broken_config))
@@ -225,7 +257,7 @@ def _verdict(row: HostAudit) -> tuple[str, str]:
         usage_text = "no table limit (nf_conntrack_max 0)"
     else:
         usage_text = f"table {usage:.0f} % full" if usage is not None else "conntrack not loaded"
-    return OK, f"{usage_text}, no drift{unknown}"
+    return OK, f"{usage_text}, no drift{history}{unknown}"
 
 
 def fleet_summary(rows: list[HostAudit]) -> str:

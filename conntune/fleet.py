@@ -43,10 +43,16 @@ def audit_fleet(fleet: pyinfra_api.Fleet, fresh: bool = False) -> list[HostAudit
     return sorted(rows, key=lambda row: row.host)
 
 
+def connect(inventory: str, limit: list[str] | None = None, data: dict | None = None):
+    """``pyinfra_api.open_fleet`` with a progress line on a terminal (200 hosts take seconds)."""
+    with terminal.progress("connecting") as progress:
+        return pyinfra_api.open_fleet(inventory, limit=limit, data=data, progress=progress)
+
+
 def audit(
     inventory: str, limit: list[str] | None = None, data: dict | None = None
 ) -> list[HostAudit]:
-    fleet = pyinfra_api.open_fleet(inventory, limit=limit, data=data)
+    fleet = connect(inventory, limit=limit, data=data)
     try:
         return audit_fleet(fleet)
     finally:
@@ -167,7 +173,7 @@ def reconcile(
 ) -> Reconciliation:
     """Audit; unless ``check``, converge every drifting host; audit again. Never prompts."""
     run = Reconciliation(inventory=inventory, check=check, started=time.time())
-    fleet = pyinfra_api.open_fleet(inventory, limit=limit, data=data)
+    fleet = connect(inventory, limit=limit, data=data)
     try:
         before = audit_fleet(fleet)
         run.results = [HostResult(row.host, row) for row in before]
@@ -197,23 +203,38 @@ def reconcile(
         pyinfra_api.close_fleet(fleet)
 
 
+def _host_lines(result: HostResult, check: bool, done: str) -> tuple[int, list[str]]:
+    """A host's lines and its rank: unreachable, failed, drifting, changed, nothing to do."""
+    final = result.after or result.before
+    if result.before.verdict == UNREACHABLE:
+        return 0, [f"{result.host}: unreachable: {result.before.reason}"]
+    if check:
+        what = f"{final.drift_count} drifting" if final.drift_count else "converged"
+        return (2 if final.drift_count else 4), [
+            f"{result.host}: {what} ({final.verdict}: {final.reason})"
+        ]
+    if result.error:
+        return 1, [f"{result.host}: FAILED: {result.error}"]
+    if result.changed:
+        changes = [f"  {change}" for change in result.changed]
+        return 3, [f"{result.host}: {done}, {len(result.changed)} changed", *changes]
+    return 4, [f"{result.host}: nothing to do ({final.verdict}: {final.reason})"]
+
+
 def describe(run: Reconciliation, verb: str = "reconcile", done: str = "converged") -> str:
-    lines = []
-    for result in run.results:
-        final = result.after or result.before
-        if result.before.verdict == UNREACHABLE:
-            lines.append(f"{result.host}: unreachable: {result.before.reason}")
-        elif run.check:
-            what = f"{final.drift_count} drifting" if final.drift_count else "converged"
-            lines.append(f"{result.host}: {what} ({final.verdict}: {final.reason})")
-        elif result.error:
-            lines.append(f"{result.host}: FAILED: {result.error}")
-        elif result.changed:
-            lines.append(f"{result.host}: {done}, {len(result.changed)} changed")
-            lines += [f"  {change}" for change in result.changed]
-        else:
-            lines.append(f"{result.host}: nothing to do ({final.verdict}: {final.reason})")
+    """The summary first (what happened to how many hosts), then each host, worst first."""
+    ranked = sorted(
+        ((*_host_lines(result, run.check, done), result.host) for result in run.results),
+        key=lambda item: (item[0], item[2]),
+    )
+    names = ["unreachable", "failed", "drifting", done,
+             "converged" if run.check else "nothing to do"]  # fmt: skip
+    counts = [sum(1 for rank, _, _ in ranked if rank == index) for index in range(len(names))]
+    tally = ", ".join(f"{count} {name}" for count, name in zip(counts, names, strict=True) if count)
     states = {EXIT_OK: "ok", EXIT_DRIFT: "drift found", EXIT_FAILED: "some hosts failed"}
-    lines.append(f"{verb}: {states.get(run.exit_code, run.exit_code)} "
-                 f"({len(run.results)} hosts, {run.finished - run.started:.1f} s)")  # fmt: skip
+    lines = [f"{verb}: {states.get(run.exit_code, run.exit_code)} "
+             f"({len(run.results)} hosts: {tally or 'none'}; "
+             f"{run.finished - run.started:.1f} s)"]  # fmt: skip
+    for _, host_lines, _ in ranked:
+        lines += host_lines
     return "\n".join(lines)

@@ -224,6 +224,9 @@ class HostFacts:
     owned_files: dict[str, str | None] = field(default_factory=dict)
     cake_unit_enabled: bool = False
     lease: Lease = field(default_factory=Lease)
+    # the counters and "table full" line count when conntune last changed the live values
+    counters_at_change: ConntrackStats | None = None
+    table_full_at_change: int | None = None
     unreadable: list[str] = field(default_factory=list)
 
     @property

@@ -206,6 +206,9 @@ def host_facts(text: str) -> HostFacts:
     facts.kube_proxy = neighbours.get("kube_proxy") == "yes"
     facts.cilium = neighbours.get("cilium") == "yes"
     facts.lease = sections.lease(s.get("lock", ""))
+    facts.counters_at_change, facts.table_full_at_change = sections.counters_at_change(
+        s.get("counters_at_change", "")
+    )
     facts.cake_unit_enabled = (s.get("cake_unit") or "").strip() == "enabled"
 
     for name, content in s.items():

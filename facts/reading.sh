@@ -132,6 +132,7 @@ reading() {
   printf 'kube_proxy=%s\n' "$(pgrep -x kube-proxy >/dev/null 2>&1 && echo yes)"
   printf 'cilium=%s\n' "$(pgrep -x cilium-agent >/dev/null 2>&1 && echo yes)"
   section lock; cat /run/conntune/lease 2>/dev/null
+  section counters_at_change; cat /var/lib/conntune/counters-at-change 2>/dev/null
   section cake_unit; systemctl is-enabled conntune-cake.service 2>/dev/null
   for f in /etc/sysctl.d/90-conntune.conf /etc/modprobe.d/conntune.conf \
            /etc/modules-load.d/conntune.conf /etc/systemd/system/conntune-cake.service \

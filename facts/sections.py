@@ -108,6 +108,15 @@ def conntrack_stats(s: dict[str, str]) -> ConntrackStats:
     return ConntrackStats()
 
 
+def counters_at_change(text: str) -> tuple[ConntrackStats | None, int | None]:
+    """``paths.COUNTERS_FILE``: ``tablefull N``, then /proc/net/stat or ``conntrack -S`` text."""
+    first, _, rest = text.partition("\n")
+    if not first.startswith("tablefull "):
+        return None, None
+    stats = conntrack_stats({"stat": rest, "conntrack_S": rest})
+    return (stats if stats.source else None), parse.int_or_none(first.split()[1])
+
+
 def lease(text: str) -> Lease:
     fields = text.split()
     if len(fields) < 3:

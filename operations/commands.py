@@ -12,6 +12,7 @@ from pyinfra.api import QuoteString, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
 from conntune import paths
+from conntune.facts.reading import script_functions
 from conntune.hostfacts import HASHSIZE_PARAMETER
 
 
@@ -35,17 +36,34 @@ def connector_arguments() -> dict[str, object]:
 
 
 def live_command(
-    sysctls: dict[str, object], buckets: int | None, load: bool = False
+    sysctls: dict[str, object], buckets: int | None, load: bool = False, record: bool = False
 ) -> StringCommand:
-    """The hash size first (the table is resized in place), then the sysctls, in order."""
-    bits: list[object] = []
+    """
+    The hash size first (the table is resized in place), then the sysctls, in order. With
+    ``record``, the counters as they stand go to ``paths.COUNTERS_FILE``: the audit then tells
+    the drops since this change from the drops before it.
+    """
+    # the shell function the record needs is defined first: a definition inside the && chain
+    # would end the chain at its closing line
+    bits: list[object] = [script_functions("table_full_lines")] if record else []
     if load:
         bits += ["modprobe", "nf_conntrack", "&&"]
     if buckets is not None:
         bits += ["printf", "'%s\\n'", QuoteString(str(buckets)), ">", HASHSIZE_PARAMETER, "&&"]
     writes = [QuoteString(f"{key}={value}") for key, value in sysctls.items()]
     bits += ["sysctl", "-q", "-w", *writes] if writes else ["true"]
+    if record:
+        bits += ["&&", *_RECORD]
     return StringCommand(*bits)
+
+
+_TEMP = f"{paths.COUNTERS_FILE}.tmp"
+_RECORD = [
+    "mkdir", "-p", paths.STATE_DIR, "&&", "{", "printf", "'tablefull %s\\n'",
+    '"$(table_full_lines | wc -l)";', "cat", "/proc/net/stat/nf_conntrack", "2>/dev/null", "||",
+    "conntrack", "-S", "2>/dev/null;", "}", ">", _TEMP, "&&", "mv", "-f", _TEMP,
+    paths.COUNTERS_FILE,
+]  # fmt: skip
 
 
 def _write_file(path: str, content: str) -> list[object]:
@@ -80,7 +98,9 @@ def files_command(files: dict[str, str | None], enable_unit: bool = False) -> St
     # when removing, the undo record goes last: everything else is undone by then
     for path in sorted(files, key=lambda path: path == paths.ORIGINAL_FILE):
         content = files[path]
-        if content is None:
+        if content is None and path == paths.ORIGINAL_FILE:
+            bits += ["&&", "rm", "-f", paths.COUNTERS_FILE, QuoteString(path)]
+        elif content is None:
             bits += ["&&", "rm", "-f", QuoteString(path)]
         else:
             bits += ["&&", *_write_file(path, content)]
@@ -95,7 +115,11 @@ def restart_firewalld() -> StringCommand:
     return StringCommand("systemctl", "restart", "firewalld")
 
 
+# Docker re-creates its chains when firewalld signals Reloaded, about 10 s after a restart
+# (measured on Debian 12 with docker.io 20.10, docs/kernel-facts.md §8): wait for both its
+# filter and its nat chain (the published ports' DNAT rules), at most 60 s
 DOCKER_CHAINS = StringCommand(
-    "iptables", "-n", "-L", "DOCKER", ">/dev/null", "2>&1", "||",
-    "nft", "list", "chain", "ip", "filter", "DOCKER", ">/dev/null", "2>&1",
+    "i=0;", "until", "iptables", "-n", "-L", "DOCKER", ">/dev/null", "2>&1", "&&",
+    "iptables", "-t", "nat", "-n", "-L", "DOCKER", ">/dev/null", "2>&1;", "do",
+    "[", "$i", "-ge", "120", "]", "&&", "exit", "1;", "sleep", "0.5;", "i=$((i+1));", "done",
 )  # fmt: skip

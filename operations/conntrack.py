@@ -54,8 +54,8 @@ def conntrack_live(
     show_diff(["nf_conntrack module: not loaded → loaded"] if load else [])
     show_diff([str(change) for change in changes])
     if load:  # values read before the module existed: write them all
-        yield locked(live_command(sysctls, buckets, load=True), lock)
+        yield locked(live_command(sysctls, buckets, load=True, record=True), lock)
     else:
         new = {c.name: c.new for c in changes if c.kind is Kind.SYSCTL}
         buckets_changed = any(c.kind is Kind.BUCKETS for c in changes)
-        yield locked(live_command(new, buckets if buckets_changed else None), lock)
+        yield locked(live_command(new, buckets if buckets_changed else None, record=True), lock)

@@ -54,6 +54,26 @@ def test_dropping_wins_and_names_the_newest_line():
     assert "7 packets dropped" in row.reason
 
 
+def test_drops_before_conntunes_last_change_are_told_from_drops_since():
+    from conntune.hostfacts import ConntrackStats
+
+    baseline = ConntrackStats({"drop": 1041, "insert_failed": 0, "entries": 9}, "conntrack -S")
+    lines = ["[  10.1] nf_conntrack: nf_conntrack: table full, dropping packet"] * 3
+    fixed = row_for(stats={"drop": 1041, "insert_failed": 0}, table_full_lines=lines,
+                    counters_at_change=baseline, table_full_at_change=3)  # fmt: skip
+    assert fixed.since_change == {"drop": 0, "insert_failed": 0, "table_full_lines": 0}
+    assert (
+        fixed.verdict == "drift" and "before conntune's last change: drop 1041" not in fixed.reason
+    )
+    again = row_for(stats={"drop": 1050, "insert_failed": 2}, table_full_lines=lines * 2,
+                    counters_at_change=baseline, table_full_at_change=3)  # fmt: skip
+    assert again.verdict == "dropping"
+    assert "drop 9: 9 packets dropped by conntrack since conntune's last change" in again.reason
+    assert "3 'table full' kernel-log lines" in again.reason and "insert_failed 2" in again.reason
+    rebooted = row_for(stats={"drop": 4}, counters_at_change=baseline, table_full_at_change=3)
+    assert rebooted.since_change["drop"] == 4  # counters below the record: all of it is newer
+
+
 def test_refused_settings_are_a_verdict_not_a_crash():
     row = audit_host("h1", make_facts(), {"cake_bandwidth": "fast"})
     assert row.verdict == "refused" and "cake_bandwidth" in row.error
