@@ -53,6 +53,7 @@ class VM:
     port: int
     env: dict[str, str]
     workdir: Path
+    kernel: str = ""  # `uname -r` of the image (its kernel-version file)
     timings: dict[str, float] = field(default_factory=dict)
     lab_timings: list[tuple[str, str, float]] = field(default_factory=list)
 
@@ -64,16 +65,15 @@ class VM:
     def known_hosts(self) -> Path:
         return self.workdir / "run" / self.name / "known_hosts"
 
-    def ssh(self, command: str, check: bool = True, timeout: float = 300):
+    def ssh(self, command: str, check: bool = True, timeout: float = 300, input: str | None = None):
         argv = [
             "ssh", "-i", str(self.key), "-p", str(self.port), "-o", "BatchMode=yes",
             "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "root@127.0.0.1", command,
         ]  # fmt: skip
-        result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        stdin = {"input": input} if input is not None else {"stdin": subprocess.DEVNULL}
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **stdin)
         if check and result.returncode != 0:
             raise AssertionError(
                 f"{self.name}: `{command}` exited {result.returncode}\n"
@@ -115,6 +115,7 @@ class VMLab:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.caches: dict[str, Path] = {}
+        self.kernels: dict[str, str] = {}  # suite -> kernel version of its image
         self.running: list[VM] = []
         self.timings: list[tuple[str, str, float]] = []
 
@@ -137,19 +138,29 @@ class VMLab:
                 raise AssertionError(f"prepare.sh {spec}: {result.stdout}\n{result.stderr}")
             values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
             self.caches[key] = Path(values["SNAPDIR"]).parent
-            self.timings.append(("prepare", key, time.monotonic() - started))
+            self.kernels[spec.suite] = values.get("KERNEL", "?")
+            self.timings.append(
+                (
+                    "prepare",
+                    f"{key} (kernel {self.kernels[spec.suite]})",
+                    time.monotonic() - started,
+                )
+            )
         return self.caches[key]
 
     def start(self, spec_name: str, name: str) -> VM:
         spec = SPECS[spec_name]
         cache = self.prepare(spec)
         vm = VM(
-            name, spec, _free_port(), _env(spec, cache), WORK / spec.suite, lab_timings=self.timings
-        )
+            name, spec, _free_port(), _env(spec, cache), WORK / spec.suite,
+            kernel=self.kernels[spec.suite], lab_timings=self.timings,
+        )  # fmt: skip
         started = time.monotonic()
         vm.vmsh("restore", name, str(vm.port), spec.snapshot)
         vm.timings["restore"] = time.monotonic() - started
-        self.timings.append(("restore", name, vm.timings["restore"]))
+        self.timings.append(
+            ("restore", f"{name} ({spec.suite}, kernel {vm.kernel})", vm.timings["restore"])
+        )
         self.running.append(vm)
         return vm
 

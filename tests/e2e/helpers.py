@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 SNAPSHOT = (
     "sysctl -a 2>/dev/null | grep -E '^net\\.(netfilter\\.)?nf_conntrack' | grep -v _count; "
@@ -70,3 +71,21 @@ def conntune_json(*args: str) -> dict:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)["hosts"][0]
+
+
+def sysctls(vm, keys) -> dict[str, int]:
+    """Several sysctls in one SSH command (``sysctl KEY...`` prints ``KEY = VALUE`` lines)."""
+    text = vm.ssh("sysctl " + " ".join(keys)).stdout
+    values = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" = ")
+        values[key.strip()] = int(value)
+    return values
+
+
+READING_SCRIPT = Path(__file__).resolve().parents[2] / "facts" / "reading.sh"
+
+
+def take_reading(vm) -> str:
+    """A whole host reading, run as the deploy runs it: ``sh -s < facts/reading.sh`` as root."""
+    return vm.ssh("sh -s", input=READING_SCRIPT.read_text()).stdout

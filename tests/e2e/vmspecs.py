@@ -24,6 +24,13 @@ SPECS: dict[str, VMSpec] = {
     "bookworm-3g": VMSpec("bookworm", 3072, 1000),
     # Debian 13, kernel 6.12, virtio NIC without a reported speed
     "trixie": VMSpec("trixie", 1536, None),
+    # Debian 11, kernel 5.10: max = 4 x buckets by default, pfifo_fast, firewalld 0.9
+    "bullseye": VMSpec("bullseye", 1024, 1000),
+    # Debian sid, whatever kernel the archive serves (7.x in 2026-11: cake_mq). Its virtio NIC
+    # has one queue (qemu user networking); the tests add a 4-queue veth pair in the guest
+    "sid": VMSpec("sid", 1536, None),
+    # bookworm + docker.io, busybox-static, apparmor and /root/bb.tar (tests/vm/build-image.sh)
+    "docker-bookworm": VMSpec("docker-bookworm", 2048, 1000),
 }
 
 if __name__ == "__main__":  # for scripts/vm-env.sh
