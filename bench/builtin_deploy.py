@@ -1,9 +1,10 @@
 """
 The baseline: the same job as deploy.py in a container (3 files, the server profile's 15
-timeouts live and persisted, hash size and CAKE attempted, firewalld restarted on change),
-written the usual way with pyinfra's built-in operations only.
+timeouts live and persisted, hash size and CAKE attempted, firewalld restarted on change where
+it runs), written the usual way with pyinfra's built-in operations only.
 """
 
+from pyinfra import host
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -37,6 +38,7 @@ server.shell(
         "tc qdisc replace dev eth0 root cake bandwidth 1gbit besteffort 2>/dev/null || true",
     ],
 )
-systemd.service(
-    name="restart firewalld", service="firewalld", restarted=True, _if=any_changed(*changed)
-)
+if host.data.get("bench_firewalld", True):  # False on the sshd-only bench hosts (no systemd)
+    systemd.service(
+        name="restart firewalld", service="firewalld", restarted=True, _if=any_changed(*changed)
+    )

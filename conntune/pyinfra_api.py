@@ -34,8 +34,8 @@ from conntune.facts.host import ConntuneHost, cached_reading, remember_reading
 from conntune.hostfacts import HostFacts
 
 # paramiko's transport thread wakes every 0.1 s on each idle connection to check whether it was
-# closed (a socket timeout): 2,000 wakeups a second at 200 hosts, about a tenth of a core spent
-# waiting. Closing, keepalives and rekeying work the same with a longer poll.
+# closed (a socket timeout): 2,000 wakeups a second at 200 hosts, 5 % of a core spent waiting
+# (0.4 % at 2 s, measured). Closing, keepalives and rekeying work the same with a longer poll.
 SSH_POLL_SECONDS = 2.0
 # file descriptors per connected host (its socket), and for the rest of the process
 FDS_PER_HOST, FDS_BASE = 1, 256
@@ -44,7 +44,7 @@ FDS_PER_HOST, FDS_BASE = 1, 256
 def buffered(command: str) -> str:
     """
     ``command`` with its standard output sent in one piece when it has finished. A reading
-    prints a few hundred short lines: unbuffered, each becomes its own SSH packet, which the
+    prints a few hundred short lines: unbuffered, most cross as SSH packets of their own, which the
     controller decrypts, checks and queues one by one (~10 ms of controller CPU per host);
     buffered, the same text crosses in a few packets. The exit status is the command's.
     """
