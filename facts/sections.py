@@ -19,7 +19,8 @@ def interfaces(text: str, version: int) -> dict[str, Interface]:
             fields = dict(zip(("speed", "operstate", "carrier"), rest.split(), strict=False))
         else:
             fields = parse.key_values(rest.replace(" ", "\n"))
-        lower = tuple(part for part in fields.get("lower", "").split(",") if part)
+        # a bridge port is both a lower_* link and a brif/ entry: once each, in reading order
+        lower = tuple(dict.fromkeys(part for part in fields.get("lower", "").split(",") if part))
         operstate = fields.get("operstate", "")
         found[name] = Interface(
             name=name,
