@@ -1,13 +1,12 @@
 #!/usr/bin/env python3
 """
-`pyinfra` with the three changes proposed for the deploy path patched in, so the benchmark can
-show what they would give before they are made (bench/README-speed.md, "Proposed"):
+`pyinfra` with the two changes proposed for the deploy path patched in, so the benchmark can
+show what they would give before they are made (bench/README-speed.md, "Proposed"). A third,
+the reading's output buffered on the host, landed in facts/reading.py (``reading_command``).
 
-1. the host reading's output buffered on the host (``conntune.pyinfra_api.buffered``): a
-   few SSH packets instead of one per printed line (facts/reading.py, ``reading_command``);
-2. paramiko polling each idle connection every 2 s, not every 0.1 s (what
+1. paramiko polling each idle connection every 2 s, not every 0.1 s (what
    ``conntune.pyinfra_api`` does for audit/reconcile/watch);
-3. pyinfra's operation order taken from the frames' line numbers without ``inspect.stack()``,
+2. pyinfra's operation order taken from the frames' line numbers without ``inspect.stack()``,
    which reads source files and walks ``sys.modules`` for each frame (~2 ms per operation and
    host; the same order, checked on deploy.py and bench/builtin_deploy.py).
 
@@ -50,11 +49,8 @@ def patch() -> None:
     import paramiko
     import pyinfra.api.operation  # noqa: F401 (the module, not the decorator)
 
-    from conntune.facts.host import ConntuneHost
-    from conntune.pyinfra_api import SSH_POLL_SECONDS, buffered
+    from conntune.pyinfra_api import SSH_POLL_SECONDS
 
-    unbuffered = ConntuneHost.command
-    ConntuneHost.command = lambda self: buffered(unbuffered(self))
     paramiko.Transport._active_check_timeout = SSH_POLL_SECONDS
     sys.modules["pyinfra.api.operation"].get_operation_order_from_stack = _operation_order
 

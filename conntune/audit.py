@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from natsort import natsort_keygen
+
 from conntune.changes import Change, drift
 from conntune.conflicts import broken_module_options
 from conntune.hostfacts import HostFacts
@@ -44,6 +46,8 @@ OK, DRIFT, AT_RISK_VERDICT, DROPPING, UNREACHABLE, REFUSED = (
 )
 # worst first: the fleet summary and exit codes rank by this
 SEVERITY = [UNREACHABLE, DROPPING, AT_RISK_VERDICT, REFUSED, DRIFT, OK]
+# hosts in the order people number them: web-2 before web-10
+BY_HOST = natsort_keygen()
 
 
 @dataclass

@@ -217,10 +217,14 @@ def audit_command(inventory, limit, data, readings, as_json, prometheus, verbose
     if readings:
         rows = [_audit_reading(path, _parse_data(data)) for path in readings]
     else:
-        rows = fleet.audit(inventory, limit=list(limit) or None, data=_parse_data(data))
+        rows = fleet.audit(inventory, limit=list(limit) or None, data=_parse_data(data),
+                           show_progress=not as_json)  # fmt: skip
     if prometheus:
         write_atomically(prometheus, metrics.textfile(rows, previous=Path(prometheus)))
-    click.echo(report.as_json(rows) if as_json else report.table(rows, verbose=verbose))
+    if as_json:
+        click.echo(report.as_json(rows))
+    else:
+        click.echo(report.table(rows, verbose=verbose, terminal=sys.stdout.isatty()))
 
 
 def _audit_reading(path: str, data: dict[str, object]) -> HostAudit:
@@ -301,15 +305,20 @@ def watch_command(inventory, limit, interval, once, as_json) -> None:
     watcher = Watcher(inventory, limit=list(limit) or None, timeout=max(3.0, 2 * interval))
     live = sys.stdout.isatty() and not as_json and not once
     try:
-        watcher.start()
+        with terminal.progress("connecting", enabled=not as_json) as progress:
+            watcher.connect(progress)
+        with terminal.progress("reading hosts", enabled=not as_json) as progress:
+            watcher.start(progress)
         with terminal.live_screen(live, stop) as show:
+            deadline = time.monotonic() + interval
             while not stop.is_set():
-                deadline = time.monotonic() + interval
                 while not stop.is_set() and time.monotonic() < deadline:
                     time.sleep(min(0.1, interval))
                 if stop.is_set():
                     break
-                screen = watch.Screen(interval, watcher.step())
+                # samples on a fixed beat; a round slower than --interval starts the next at once
+                deadline = max(deadline + interval, time.monotonic())
+                screen = watch.Screen(interval, watcher.step(), period_s=watcher.period_s)
                 if as_json:
                     click.echo(json.dumps(screen.as_dict(), indent=2 if once else None))
                 elif live:

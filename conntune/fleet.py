@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conntune import pyinfra_api, terminal
-from conntune.audit import UNREACHABLE, HostAudit, audit_host, unreachable
-from conntune.facts.reading import reading_command
+from conntune.audit import BY_HOST, UNREACHABLE, HostAudit, audit_host, unreachable
+from conntune.facts.reading import script
 from conntune.report import write_atomically
 
 # Exit statuses of `conntune reconcile`, for schedulers (documented in the README).
@@ -30,9 +30,11 @@ EXIT_LOCKED = 75  # another reconcile of the same inventory is running (EX_TEMPF
 READING_TIMEOUT = 120
 
 
-def audit_fleet(fleet: pyinfra_api.Fleet, fresh: bool = False) -> list[HostAudit]:
+def audit_fleet(
+    fleet: pyinfra_api.Fleet, fresh: bool = False, show_progress: bool = True
+) -> list[HostAudit]:
     rows = [unreachable(name, error) for name, error in fleet.errors.items()]
-    with terminal.progress("reading hosts") as progress:
+    with terminal.progress("reading hosts", enabled=show_progress) as progress:
         readings = pyinfra_api.read_fleet(fleet, fresh=fresh, progress=progress)
     hosts = {host.name: host for host in fleet.hosts}
     for name, facts in readings.items():
@@ -40,21 +42,30 @@ def audit_fleet(fleet: pyinfra_api.Fleet, fresh: bool = False) -> list[HostAudit
             rows.append(unreachable(name, facts))
         else:
             rows.append(audit_host(name, facts, hosts[name].data.dict()))
-    return sorted(rows, key=lambda row: row.host)
+    return sorted(rows, key=lambda row: BY_HOST(row.host))
 
 
-def connect(inventory: str, limit: list[str] | None = None, data: dict | None = None):
+def connect(
+    inventory: str,
+    limit: list[str] | None = None,
+    data: dict | None = None,
+    show_progress: bool = True,
+):
     """``pyinfra_api.open_fleet`` with a progress line on a terminal (200 hosts take seconds)."""
-    with terminal.progress("connecting") as progress:
+    with terminal.progress("connecting", enabled=show_progress) as progress:
         return pyinfra_api.open_fleet(inventory, limit=limit, data=data, progress=progress)
 
 
 def audit(
-    inventory: str, limit: list[str] | None = None, data: dict | None = None
+    inventory: str,
+    limit: list[str] | None = None,
+    data: dict | None = None,
+    show_progress: bool = True,
 ) -> list[HostAudit]:
-    fleet = connect(inventory, limit=limit, data=data)
+    """Every host's audit row, hosts in name order; progress on a terminal's stderr."""
+    fleet = connect(inventory, limit=limit, data=data, show_progress=show_progress)
     try:
-        return audit_fleet(fleet)
+        return audit_fleet(fleet, show_progress=show_progress)
     finally:
         pyinfra_api.close_fleet(fleet)
 
@@ -66,7 +77,7 @@ def save_readings(
     directory.mkdir(parents=True, exist_ok=True)
     fleet = pyinfra_api.open_fleet(inventory, limit=limit)
     try:
-        commands = {host.name: reading_command() for host in fleet.hosts}
+        commands = {host.name: script() for host in fleet.hosts}  # run_on_hosts buffers it
         results = pyinfra_api.run_on_hosts(fleet, commands, timeout=READING_TIMEOUT)
     finally:
         pyinfra_api.close_fleet(fleet)
@@ -184,7 +195,10 @@ def reconcile(
             return run
         # refused hosts go through the deploy too: it reports why and changes nothing there
         targets = drifting + [r.host for r in before if r.error and r.verdict != UNREACHABLE]
-        errors = pyinfra_api.converge_fleet(fleet, deploy_function, targets)
+        with terminal.progress("converging") as progress:
+            progress(0, len(targets))  # pyinfra runs them together: the bar counts the time
+            errors = pyinfra_api.converge_fleet(fleet, deploy_function, targets)
+            progress(len(targets), len(targets))
         after = {row.host: row for row in audit_fleet(fleet, fresh=True)} if targets else {}
         for result in run.results:
             if result.host in after:
@@ -225,7 +239,7 @@ def describe(run: Reconciliation, verb: str = "reconcile", done: str = "converge
     """The summary first (what happened to how many hosts), then each host, worst first."""
     ranked = sorted(
         ((*_host_lines(result, run.check, done), result.host) for result in run.results),
-        key=lambda item: (item[0], item[2]),
+        key=lambda item: (item[0], BY_HOST(item[2])),
     )
     names = ["unreachable", "failed", "drifting", done,
              "converged" if run.check else "nothing to do"]  # fmt: skip

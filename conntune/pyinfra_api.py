@@ -28,9 +28,9 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import parse_cli_arg
-from typing_extensions import override
 
 from conntune.facts.host import ConntuneHost, cached_reading, remember_reading
+from conntune.facts.reading import buffered
 from conntune.hostfacts import HostFacts
 
 # paramiko's transport thread wakes every 0.1 s on each idle connection to check whether it was
@@ -39,31 +39,6 @@ from conntune.hostfacts import HostFacts
 SSH_POLL_SECONDS = 2.0
 # file descriptors per connected host (its socket), and for the rest of the process
 FDS_PER_HOST, FDS_BASE = 1, 256
-
-
-def buffered(command: str) -> str:
-    """
-    ``command`` with its standard output sent in one piece when it has finished. A reading
-    prints a few hundred short lines: unbuffered, most cross as SSH packets of their own, which the
-    controller decrypts, checks and queues one by one (~10 ms of controller CPU per host);
-    buffered, the same text crosses in a few packets. The exit status is the command's.
-    """
-    return (
-        f"conntune_buffered() {{\n{command}\n}}\n"
-        "conntune_out=$(conntune_buffered); conntune_rc=$?\n"
-        "printf '%s\\n' \"$conntune_out\"; exit $conntune_rc\n"
-    )
-
-
-class _BufferedReading(ConntuneHost):
-    """The ``ConntuneHost`` fact with its output buffered on the host (``buffered``)."""
-
-    @override
-    def command(self) -> str:
-        return buffered(super().command())
-
-
-_BufferedReading.name = ConntuneHost.name  # pyinfra's messages name the fact as the deploy does
 
 
 def _raise_open_files_limit(hosts: int) -> None:
@@ -186,7 +161,7 @@ def read_fleet(
             return cached
         try:
             with ctx_state.use(fleet.state), ctx_host.use(host):
-                facts = get_fact(fleet.state, host, _BufferedReading, apply_failed_hosts=False)
+                facts = get_fact(fleet.state, host, ConntuneHost, apply_failed_hosts=False)
         except Exception as error:  # any failure reading one host must not hide the others
             return f"could not read the host: {error}"
         if not facts.complete:

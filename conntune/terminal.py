@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import select
+import shutil
 import sys
 import termios
 import threading
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from conntune.audit import SEVERITY, HostAudit, fleet_summary
+from conntune.audit import BY_HOST, SEVERITY, HostAudit, fleet_summary
 from conntune.units import format_bytes, human_rate
 from conntune.watch import COUNTERS, HostView, Screen
 
@@ -43,12 +44,15 @@ def console(file=None, terminal: bool | None = None) -> Console:
                    force_terminal=False, emoji=False, soft_wrap=True)  # fmt: skip
 
 
-def render(renderable: RenderableType, terminal: bool = False, width: int = 200) -> str:
-    """A renderable as text (plain unless ``terminal``, then ``width`` columns wide)."""
+def render(renderable: RenderableType, terminal: bool = False, width: int | None = None) -> str:
+    """
+    A renderable as text: plain, or with ``terminal`` styled and ``width`` columns wide (the
+    terminal's width, at least 200: a table of 17 columns wraps rather than cut its cells).
+    """
     buffer = io.StringIO()
     out = console(buffer, terminal)
     if terminal:
-        out.width = width
+        out.width = width or max(200, shutil.get_terminal_size().columns)
     out.print(renderable)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
 
@@ -66,7 +70,7 @@ def _counter(row: HostAudit, name: str) -> str:
 
 def audit_table(rows: list[HostAudit], verbose: bool = False, terminal: bool = False):
     """The summary, the hosts worst first (one row each), then each host's reason."""
-    ordered = sorted(rows, key=lambda row: (SEVERITY.index(row.verdict), row.host))
+    ordered = sorted(rows, key=lambda row: (SEVERITY.index(row.verdict), BY_HOST(row.host)))
     table = Table(box=box.SIMPLE_HEAD if terminal else None, pad_edge=False, show_edge=False)
     for name in ("HOST", "VERDICT", "RAM", "CPU", "KERNEL", "COUNT/MAX", "USE%", "BUCKETS",
                  "E/B", "DROP", "EARLY", "INSFAIL", "CHAIN", "FULL", "DRIFT", "QDISC",
@@ -130,8 +134,11 @@ def _churn(v: HostView) -> str:
 
 def header(screen: Screen, quit_key: str) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(screen.at))
+    pace = f"every {screen.interval_s:g} s"
+    if screen.period_s is not None and screen.period_s > 1.2 * screen.interval_s:
+        pace = f"every {screen.period_s:.1f} s (asked {screen.interval_s:g} s; hosts answer slower)"
     return (
-        f"conntune watch  {clock}  every {screen.interval_s:g} s  "
+        f"conntune watch  {clock}  {pace}  "
         f"{screen.answering} hosts answering, {screen.stale} stale  ({quit_key} to quit)"
     )
 
@@ -253,10 +260,13 @@ def _quit_key(stop: threading.Event) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def progress(what: str, stream=None) -> Iterator[Callable[[int, int], None]]:
-    """``progress(done, total)`` drawn as a transient bar on a terminal, nothing elsewhere."""
+def progress(what: str, stream=None, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """
+    ``progress(done, total)`` drawn as a transient bar on a terminal's stderr; nothing when
+    stderr is not a terminal (cron, a pipe) or not ``enabled`` (``--json``).
+    """
     stream = stream or sys.stderr
-    if not stream.isatty():
+    if not enabled or not stream.isatty():
         yield lambda done, total: None
         return
     bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from conntune.audit import AT_RISK
+from conntune.audit import AT_RISK, BY_HOST
 from conntune.facts import parse, tc_json
 from conntune.facts.reading import split_sections
 from conntune.facts.sections import conntrack_stats
@@ -201,12 +201,13 @@ def _qdisc(out: HostView, old: Qdisc | None, new: Qdisc | None, seconds: float) 
 class Screen:
     """One refresh of the watch: when, how often, how many hosts answer, the hosts worst first."""
 
-    interval_s: float
+    interval_s: float  # asked for (--interval)
     hosts: list[HostView]
     at: float = field(default_factory=time.time)
+    period_s: float | None = None  # measured between the last two samples (slow hosts: longer)
 
     def __post_init__(self) -> None:
-        self.hosts = sorted(self.hosts, key=lambda v: (v.rank, v.host))
+        self.hosts = sorted(self.hosts, key=lambda v: (v.rank, BY_HOST(v.host)))
 
     @property
     def answering(self) -> int:
@@ -220,6 +221,7 @@ class Screen:
         return {
             "generated_at": int(self.at),
             "interval_s": self.interval_s,
+            "period_s": None if self.period_s is None else round(self.period_s, 3),
             "hosts_answering": self.answering,
             "hosts_stale": self.stale,
             "hosts": [v.as_dict() for v in self.hosts],

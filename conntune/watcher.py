@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from conntune import pyinfra_api
 from conntune.facts.reading import sample_command
@@ -17,13 +18,21 @@ class Watcher:
         self.first: dict[str, Sample] = {}
         self.previous: dict[str, Sample] = {}
         self.errors: dict[str, str] = {}
+        self.sampled_at: float | None = None  # time.monotonic() of the last sample
+        self.period_s: float | None = None  # between the last two samples: hosts set the pace
 
-    def start(self) -> None:
-        """Connect, find each host's egress NIC (its CAKE interface or default route), sample."""
-        self.fleet = pyinfra_api.open_fleet(self.inventory, limit=self.limit)
+    def connect(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Open one connection per host; ``progress(done, total)`` as they come up."""
+        self.fleet = pyinfra_api.open_fleet(self.inventory, limit=self.limit, progress=progress)
         self.errors = dict(self.fleet.errors)
+
+    def start(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Read each host once for its egress NIC (CAKE interface or default route); sample."""
+        if self.fleet is None:
+            self.connect()
+        assert self.fleet is not None
         hosts = {host.name: host for host in self.fleet.hosts}
-        for name, facts in pyinfra_api.read_fleet(self.fleet).items():
+        for name, facts in pyinfra_api.read_fleet(self.fleet, progress=progress).items():
             if isinstance(facts, str):
                 self.errors[name] = facts
                 continue
@@ -35,6 +44,8 @@ class Watcher:
     def _sample(self) -> dict[str, Sample]:
         assert self.fleet is not None
         at = time.monotonic()
+        self.period_s = None if self.sampled_at is None else at - self.sampled_at
+        self.sampled_at = at
         samples = {}
         for name, result in pyinfra_api.run_on_hosts(
             self.fleet, self.commands, self.timeout
@@ -49,7 +60,7 @@ class Watcher:
     def step(self) -> list[HostView]:
         current = self._sample()
         views = []
-        for name in sorted(set(self.commands) | set(self.errors)):
+        for name in set(self.commands) | set(self.errors):  # Screen orders them
             if name in current and name in self.previous:
                 first = self.first.setdefault(name, self.previous[name])
                 views.append(view(name, first, self.previous[name], current[name]))

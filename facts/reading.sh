@@ -36,13 +36,25 @@ conntrack_counters() {
 netdev() {
   for d in /sys/class/net/*; do
     [ -d "$d" ] || continue  # bonding_masters is a file
-    kind=$(sed -n 's/^DEVTYPE=//p' "$d/uevent" 2>/dev/null)
-    lower=$(for l in "$d"/lower_* "$d"/brif/*; do [ -e "$l" ] && printf '%s,' "${l##*/}"; done)
-    lower=$(printf '%s' "$lower" | sed 's/lower_//g; s/,$//')
+    nd_kind=
+    while IFS= read -r nd_line; do
+      case $nd_line in DEVTYPE=*) nd_kind=${nd_line#DEVTYPE=} ;; esac
+    done 2>/dev/null < "$d/uevent"
+    nd_lower=
+    for l in "$d"/lower_* "$d"/brif/*; do
+      [ -e "$l" ] || continue
+      nd_name=${l##*/}
+      while :; do
+        case $nd_name in *lower_*) nd_name=${nd_name%%lower_*}${nd_name#*lower_} ;; *) break ;; esac
+      done
+      nd_lower=$nd_lower${nd_lower:+,}$nd_name
+    done
     txq=0; for q in "$d"/queues/tx-*; do [ -e "$q" ] && txq=$((txq + 1)); done
+    nd_speed=; IFS= read -r nd_speed 2>/dev/null < "$d/speed"
+    nd_oper=; IFS= read -r nd_oper 2>/dev/null < "$d/operstate"
+    nd_carrier=; IFS= read -r nd_carrier 2>/dev/null < "$d/carrier"
     printf '%s speed=%s operstate=%s carrier=%s txqueues=%s kind=%s lower=%s\n' "${d##*/}" \
-      "$(cat "$d/speed" 2>/dev/null)" "$(cat "$d/operstate" 2>/dev/null)" \
-      "$(cat "$d/carrier" 2>/dev/null)" "$txq" "$kind" "$lower"
+      "$nd_speed" "$nd_oper" "$nd_carrier" "$txq" "$nd_kind" "$nd_lower"
   done
 }
 
@@ -97,8 +109,15 @@ reading() {
   section hashsize; cat /sys/module/nf_conntrack/parameters/hashsize 2>/dev/null
   conntrack_counters
   section slab; grep -E '^(# name|nf_conntrack )' /proc/slabinfo 2>/dev/null
-  section tablefull; table_full_lines
-  section dmesg_readable; if dmesg >/dev/null 2>&1; then echo yes; else echo no; fi
+  # the kernel log read once, for the table-full lines and whether it is readable
+  if kmsg=$(dmesg --time-format iso 2>/dev/null) || kmsg=$(dmesg 2>/dev/null); then
+    kmsg_readable=yes
+  else
+    kmsg_readable=no
+  fi
+  section tablefull
+  printf '%s\n' "$kmsg" | grep -i 'conntrack.*table full' | grep -iv 'expectation table full'
+  section dmesg_readable; echo "$kmsg_readable"; kmsg=
   L=/lib; [ -L /lib ] && L=
   section modprobe_files
   grep -H -n -i -E '^[[:space:]]*(options|install|remove|softdep)[[:space:]]+nf[-_]conntrack([[:space:]]|$)' \
@@ -120,8 +139,8 @@ reading() {
   section systemd; [ -d /run/systemd/system ] && echo yes
   section host
   printf 'etc_options=%s\n' "$(findmnt -n -o OPTIONS -T /etc 2>/dev/null)"
-  printf 'etc_free_kb=%s\n' "$(df -Pk /etc 2>/dev/null | awk 'NR==2 {print $4}')"
-  printf 'varlib_free_kb=%s\n' "$(df -Pk /var/lib 2>/dev/null | awk 'NR==2 {print $4}')"
+  df -Pk /etc /var/lib 2>/dev/null \
+    | awk 'NR==2 {e=$4} NR==3 {v=$4} END {printf "etc_free_kb=%s\nvarlib_free_kb=%s\n", e, v}'
   section neighbours
   printf 'docker=%s\n' "$(dockerd --version 2>/dev/null || docker --version 2>/dev/null)"
   chains=
@@ -129,8 +148,11 @@ reading() {
     if iptables -n -L DOCKER >/dev/null 2>&1 || nft list chain ip filter DOCKER >/dev/null 2>&1; then chains=yes; fi
   fi
   printf 'docker_chains=%s\n' "$chains"
-  printf 'kube_proxy=%s\n' "$(pgrep -x kube-proxy >/dev/null 2>&1 && echo yes)"
-  printf 'cilium=%s\n' "$(pgrep -x cilium-agent >/dev/null 2>&1 && echo yes)"
+  kube=; cilium=  # one pass over /proc for both
+  for p in $(pgrep -l -x 'kube-proxy|cilium-agent' 2>/dev/null); do
+    case $p in kube-proxy) kube=yes ;; cilium-agent) cilium=yes ;; esac
+  done
+  printf 'kube_proxy=%s\ncilium=%s\n' "$kube" "$cilium"
   section lock; cat /run/conntune/lease 2>/dev/null
   section counters_at_change; cat /var/lib/conntune/counters-at-change 2>/dev/null
   section cake_unit; systemctl is-enabled conntune-cake.service 2>/dev/null

@@ -3,9 +3,11 @@
 # qemu, apt): run as root it goes on; run as a user it runs itself again through sudo.
 #   0. the Debian tools the unit tests call (shellcheck, dash, busybox)
 #   1. a virtualenv with conntune and its test extra (pip install -e '.[test]')
-#   2. the Docker test hosts (scripts/test-env.sh: engine if none answers, images, compose)
-#   3. the Debian VM images for the real-kernel tier (scripts/vm-env.sh), when present
-#   4. pytest over every tier: unit, docker, vm
+#   2. the Debian VM images for the real-kernel tier (scripts/vm-env.sh), built in the background
+#      from here on (cold: 10-17 min on 2 cores; cached by recipe hash: seconds)
+#   3. the Docker test hosts (scripts/test-env.sh: engine if none answers, images, compose)
+#   4. pytest over every tier: unit, docker, local, prometheus, then vm (tests/conftest.py puts
+#      the VM tests last; each waits for its image, which vm-env.sh or prepare.sh holds locked)
 # Extra arguments go to pytest (e.g. `scripts/test.sh -m "not vm"` for the fast tiers).
 # Env: CONNTUNE_VENV (default .venv in the checkout), PYTHON (default python3).
 set -euo pipefail
@@ -38,15 +40,32 @@ fi
   | grep -v -e 'is ignored' -e '^$' || true
 stamp "python environment ready ($("$VENV/bin/python" --version))"
 
+vm_env=
+if [ -f "$REPO/scripts/vm-env.sh" ]; then
+  bash "$REPO/scripts/vm-env.sh" --packages  # apt-get here, not beside test-env.sh's
+  vm_log=${CONNTUNE_VM_WORK:-/var/tmp/conntune-vm}/logs/vm-env.log
+  mkdir -p "$(dirname "$vm_log")"
+  bash "$REPO/scripts/vm-env.sh" > "$vm_log" 2>&1 &
+  vm_env=$!
+  stamp "VM images and snapshots: building in the background (log: $vm_log)"
+fi
+
 bash "$REPO/scripts/test-env.sh" up
 stamp "docker test hosts ready"
-if [ -f "$REPO/scripts/vm-env.sh" ]; then
-  bash "$REPO/scripts/vm-env.sh"
-  stamp "VM images ready"
-fi
 
 cd "$REPO"
 rc=0
 "$VENV/bin/python" -m pytest -p no:cacheprovider "$@" tests || rc=$?
 stamp "pytest exit status $rc"
+if [ -n "$vm_env" ]; then
+  vm_rc=0
+  wait "$vm_env" || vm_rc=$?
+  if [ "$vm_rc" != 0 ]; then
+    echo "scripts/vm-env.sh failed (exit $vm_rc); the end of $vm_log:" >&2
+    tail -n 30 "$vm_log" >&2
+    [ "$rc" != 0 ] || rc=$vm_rc
+  else
+    sed 's/^/  /' "$vm_log"  # what was built or reused, with timings
+  fi
+fi
 exit "$rc"

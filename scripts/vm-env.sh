@@ -6,6 +6,7 @@
 # Cold, the images are built one after the other in the background while the snapshots of the
 # images already built boot next to them (1-vCPU VMs; vm.sh never runs more than 2 vCPUs in all).
 # Logs: $CONNTUNE_VM_WORK/logs/ (build-SUITE.log, prepare-SPEC.log).
+# Usage: scripts/vm-env.sh [--packages]
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${CONNTUNE_PYTHON:-$REPO/.venv/bin/python}
@@ -19,6 +20,9 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# --packages: only the host packages above (scripts/test.sh installs them first, then builds the
+# images in the background while other apt-get calls run)
+[ "${1:-}" = --packages ] && exit 0
 WORK=${CONNTUNE_VM_WORK:-/var/tmp/conntune-vm}
 LOGS=$WORK/logs
 mkdir -p "$LOGS"

@@ -95,6 +95,25 @@ def test_summary_and_table():
     assert "/etc/sysctl.d/90-conntune.conf: create" in text
 
 
+def test_hosts_of_equal_verdict_in_the_order_people_number_them():
+    rows = [unreachable(f"web-{n}", "timed out") for n in (10, 2, 1)] + [row_for()]
+    text = report.table(rows)
+    assert text.index("web-1 ") < text.index("web-2 ") < text.index("web-10 ") < text.index("h1 ")
+    assert [row.host for row in sorted(rows, key=lambda r: fleet.BY_HOST(r.host))] == [
+        "h1",
+        "web-1",
+        "web-2",
+        "web-10",
+    ]
+
+
+def test_the_table_on_a_terminal_is_styled_and_plain_elsewhere():
+    rows = [row_for(), unreachable("h2", "Connection refused")]
+    styled = report.table(rows, terminal=True)
+    assert "\x1b[" in styled and "\x1b[" not in report.table(rows)
+    assert "unreachable" in styled and "Connection refused" in styled
+
+
 def test_json_has_stable_keys():
     document = json.loads(report.as_json([row_for()]))
     host = document["hosts"][0]

@@ -95,3 +95,16 @@ def test_churn_where_the_kernel_counts_it():
     new = Sample(at=2, count=120, counters={"new": 1100, "delete": 980})
     v = view("old-kernel", old, old, new)
     assert (v.churn_new_per_s, v.churn_deleted_per_s, v.entries_change_per_s) == (50, 40, 10)
+
+
+def test_hosts_of_equal_rank_in_the_order_people_number_them():
+    hosts = [HostView(f"web-{n}", usage_percent=10.0, per_second={"drop": 0.0}) for n in (10, 2, 1)]
+    assert [v.host for v in Screen(1.0, hosts).hosts] == ["web-1", "web-2", "web-10"]
+
+
+def test_the_header_says_when_hosts_set_a_slower_pace_than_asked():
+    calm = HostView("h", usage_percent=10.0, per_second={"drop": 0.0})
+    assert "every 1 s  1 hosts answering" in terminal.watch_text(Screen(1.0, [calm], period_s=1.05))
+    slow = Screen(1.0, [calm], period_s=4.2)
+    assert "every 4.2 s (asked 1 s; hosts answer slower)" in terminal.watch_text(slow)
+    assert slow.as_dict()["period_s"] == 4.2 and slow.as_dict()["interval_s"] == 1.0
