@@ -121,6 +121,9 @@ def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErro
             f"CAKE on {iface}: {format_rate(bandwidth)}, the link speed the NIC reports (the "
             "blog's 1024mbit on 1 GbE was above line rate)"
         )
+    # tc keeps whole bytes per second (iproute2 lib/utils_math.c, get_rate64: "bps /= 8"): a rate
+    # that is not a multiple of 8 bit/s would read back lower and drift on every run
+    bandwidth -= bandwidth % 8
     kind = _kind(facts, s, out, iface, bandwidth)
     if kind is None:
         return

@@ -36,13 +36,27 @@ MODULES_LOAD_FILE = (
 )
 
 
+def systemd_escape(name: str) -> str:
+    """
+    A name as it appears inside a unit name (``systemd-escape``; systemd's unit_name_escape,
+    src/basic/unit-name.c): ASCII letters, digits, ``:``, ``_`` and ``.`` stay, every other byte
+    becomes ``\\xNN``. A bridge ``br-1a2b`` is the device ``sys-subsystem-net-devices-br\\x2d1a2b``:
+    unescaped, the unit would wait for a device that never appears.
+    """
+    return "".join(
+        char if char.isascii() and (char.isalnum() or char in ":_.") else
+        "".join(f"\\x{byte:02x}" for byte in char.encode())
+        for char in name
+    )  # fmt: skip
+
+
 def cake_unit(cake: CakePlan, tc_path: str) -> str:
     """
     A oneshot unit bound to the device, as sqm-scripts' sqm@.service does
     (docs/kernel-facts.md §5): it runs when the NIC appears (boot, or re-creation) and stops
     with it.
     """
-    device = f"sys-subsystem-net-devices-{cake.interface}.device"
+    device = f"sys-subsystem-net-devices-{systemd_escape(cake.interface)}.device"
     command = shlex.join([tc_path, *cake_policy.tc_arguments(cake)])
     return (
         "# Managed by conntune: edits are overwritten. `conntune plan` explains the rate.\n"

@@ -3,10 +3,12 @@ Reboot persistence on real kernels: after a conntune apply and a reboot with no 
 every live value and the CAKE qdisc are back. Debian 12 with firewalld enabled and disabled
 (without firewalld nothing else loads nf_conntrack at boot: modules-load.d must), and Debian 13
 (kernel 6.12) with a NIC that reports no speed (the table is sized without CAKE, which
-waits for cake_bandwidth).
+waits for cake_bandwidth), then CAKE with every option away from its default.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -36,6 +38,30 @@ def assert_converged(vm, conntrack_max: int, bandwidth_bytes: int, diffserv: str
     assert qdisc["kind"] == "cake", qdisc
     assert qdisc["options"]["bandwidth"] == bandwidth_bytes
     assert qdisc["options"]["diffserv"] == diffserv
+
+
+SHAPED = {
+    "cake_bandwidth": "100mbit",
+    "cake_diffserv": "diffserv4",
+    "cake_overhead": "pppoe-ptm",
+    "cake_mpu": 72,
+    "cake_rtt": "regional",
+    "cake_nat": True,
+    "cake_wash": True,
+    "cake_ack_filter": "aggressive",
+    "cake_flow_isolation": "dual-srchost",
+    "cake_split_gso": False,
+}
+
+
+def assert_options(qdisc: dict) -> None:
+    """SHAPED as the kernel reports it (tc/q_cake.c, cake_print_opt)."""
+    options = qdisc["options"]
+    assert options["flowmode"] == "dual-srchost" and options["nat"] is True, options
+    assert options["wash"] is True and options["ack-filter"] == "aggressive", options
+    assert options["split_gso"] is False and options["rtt"] == 30_000, options
+    assert options["raw"] is False and options["atm"] == "ptm", options
+    assert options["overhead"] == 30 and options["mpu"] == 72, options
 
 
 @pytest.mark.parametrize("firewalld", ["enabled", "disabled"])
@@ -79,13 +105,18 @@ def test_trixie_unknown_speed_then_apply_and_reboot(vm_lab, tmp_path):
         assert sysctl(vm, MAX) == expected_max(mem_total_bytes(vm))
         assert root_qdisc(vm)["kind"] == qdisc_before["kind"] != "cake"
 
-        shaped = vm_lab.inventory([vm], tmp_path / "shaped.py", cake_bandwidth="100mbit",
-                                  cake_diffserv="diffserv4")  # fmt: skip
+        # every CAKE option away from its default: each one live in tc -j, and after a reboot
+        shaped = vm_lab.inventory([vm], tmp_path / "shaped.py", **SHAPED)
         result = vm_lab.pyinfra(shaped, "deploy.py", "-y")
         assert result.returncode == 0, out(result)
         want = expected_max(mem_total_bytes(vm))
         assert_converged(vm, want, 12_500_000, "diffserv4")
+        assert_options(root_qdisc(vm))
+        print(f"\ntrixie CAKE with every option (tc -j): {json.dumps(root_qdisc(vm))}")
         vm.reboot()
         assert_converged(vm, want, 12_500_000, "diffserv4")
+        assert_options(root_qdisc(vm))
+        again = vm_lab.pyinfra(shaped, "deploy.py", "--dry", "--diff")
+        assert again.returncode == 0 and "→" not in out(again), out(again)
     finally:
         vm.kill()

@@ -1,13 +1,21 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conntune import paths, profiles, sizing
+from conntune import cake, paths, profiles, render, sizing
 from conntune.changes import drift
-from conntune.hostfacts import Interface
+from conntune.facts import tc_json
+from conntune.hostfacts import Interface, Route
 from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
 from tests.factories import GIB, converged, kernel_sysctls, make_facts
+
+CAPTURED = Path(__file__).parent.parent / "fixtures" / "captured"
 
 
 def planned(facts=None, **data):
@@ -239,3 +247,32 @@ def test_absent_restores_the_recorded_values_and_removes_everything():
     assert set(undo.files) == set(paths.OWNED_FILES) and not any(undo.files.values())
     back = make_facts(owned_files={path: None for path in paths.OWNED_FILES})
     assert drift(back, planned(back, conntune_state="absent")) == []
+
+
+def test_a_rate_tc_cannot_hold_is_planned_as_the_rate_tc_keeps():
+    # tc stores whole bytes per second (iproute2 get_rate64: bps /= 8): 1000001bit is kept as
+    # 125000 B/s; planned as it is, it would read back as 1000000bit and drift on every run
+    desired = planned(cake_bandwidth="1000001bit")
+    assert desired.cake.bandwidth_bit == 1_000_000
+    assert "bandwidth 1000000bit" in desired.files[paths.CAKE_UNIT_FILE]
+    captured = CAPTURED / "debian12-6.1" / "tc_j_qdisc.cake_1000mbit.json"
+    live = json.loads(captured.read_text())
+    live[1]["options"]["bandwidth"] = 1_000_001 // 8  # what the kernel then reports
+    (qdisc,) = [q for q in tc_json.qdiscs(json.dumps(live)) if q.dev == "eth0"]
+    assert cake.matches(qdisc, desired.cake)
+
+
+@pytest.mark.parametrize("name", ["eth0", "br-1a2b", "wg-vpn.0", "enp3s0f1", "x@y+z", "bond0.100"])
+def test_the_cake_unit_names_the_device_as_systemd_does(name):
+    facts = make_facts(
+        interfaces={name: Interface(name, 1000, "up", True)},
+        routes=[Route(4, (name,), 0, "10.0.2.2")],
+    )
+    unit = planned(facts).files[paths.CAKE_UNIT_FILE]
+    path = f"/sys/subsystem/net/devices/{name}"
+    if shutil.which("systemd-escape"):
+        escaped = subprocess.run(["systemd-escape", "--path", path], capture_output=True,
+                                 text=True, check=True).stdout.strip()  # fmt: skip
+    else:  # the same, spelled out (systemd's unit_name_escape)
+        escaped = "sys-subsystem-net-devices-" + render.systemd_escape(name)
+    assert f"BindsTo={escaped}.device" in unit and f"WantedBy={escaped}.device" in unit
