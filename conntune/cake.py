@@ -54,7 +54,33 @@ def _interface(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErr
         _skip(out, f"the default routes leave through {len(devices)} devices ("
                    f"{', '.join(devices)}): set cake_interface to the one to shape")  # fmt: skip
         return None
+    device = facts.interfaces.get(devices[0])
+    if device is not None and device.kind == "bridge":
+        return _bridge_uplink(facts, out, devices[0])
     return devices[0]
+
+
+def _bridge_uplink(facts: HostFacts, out: Plan, bridge: str) -> str | None:
+    """
+    Traffic a bridge forwards (its VMs', its containers') leaves through the uplink port
+    without passing the bridge's own root qdisc, which sees only what the host itself sends
+    (net/bridge/br_forward.c queues forwarded frames on the port); CAKE goes on that port.
+    """
+    uplinks = facts.bridge_uplinks(bridge)
+    if uplinks is None:
+        _skip(out, f"the default route leaves through the bridge {bridge}, and the reading does "
+                   "not say which port is the uplink: set cake_interface to it")  # fmt: skip
+        return None
+    if len(uplinks) != 1:
+        found = f"{len(uplinks)} ({', '.join(uplinks)})" if uplinks else "no NIC, bond or VLAN"
+        _skip(out, f"the default route leaves through the bridge {bridge}, which has {found} "
+                   "among its ports: set cake_interface to the uplink to shape")  # fmt: skip
+        return None
+    out.reasons.append(
+        f"the default route leaves through the bridge {bridge}: CAKE on its uplink port "
+        f"{uplinks[0]}, where the traffic it bridges (VMs, containers) leaves too"
+    )
+    return uplinks[0]
 
 
 def _tools_problem(facts: HostFacts) -> str | None:

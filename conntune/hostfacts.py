@@ -32,6 +32,9 @@ class Interface:
     kind: str | None = None
     # bond members, a VLAN's parent device, a bridge's ports
     lower: tuple[str, ...] = ()
+    # a device on a bus (a NIC; sysfs "device" link), not a veth, tap, bridge or bond; None:
+    # not in the reading (before conntune 0.3)
+    physical: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -314,6 +317,23 @@ class HostFacts:
         if interface.kind == "vlan" and len(members) == 1 and members[0]:
             return self.link_speed_mbit(members[0].name)
         return None
+
+    def bridge_uplinks(self, name: str) -> list[str] | None:
+        """
+        A bridge's ports that can lead off the host: NICs, bonds and VLANs (a bond or a VLAN
+        over NICs), not the veths and taps of its containers and VMs. ``None`` when the reading
+        does not say which ports are NICs.
+        """
+        bridge = self.interfaces.get(name)
+        if bridge is None:
+            return None
+        ports = [self.interfaces.get(port) for port in bridge.lower]
+        if any(port is None or port.physical is None for port in ports):
+            return None
+        return [
+            port.name for port in ports
+            if port and (port.physical or port.kind in ("bond", "vlan"))
+        ]  # fmt: skip
 
     def root_qdisc(self, dev: str) -> Qdisc | None:
         for qdisc in self.qdiscs or []:

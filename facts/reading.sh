@@ -53,8 +53,10 @@ netdev() {
     nd_speed=; IFS= read -r nd_speed 2>/dev/null < "$d/speed"
     nd_oper=; IFS= read -r nd_oper 2>/dev/null < "$d/operstate"
     nd_carrier=; IFS= read -r nd_carrier 2>/dev/null < "$d/carrier"
-    printf '%s speed=%s operstate=%s carrier=%s txqueues=%s kind=%s lower=%s\n' "${d##*/}" \
-      "$nd_speed" "$nd_oper" "$nd_carrier" "$txq" "$nd_kind" "$nd_lower"
+    # phys: a device on a bus (its sysfs "device" link): a NIC, not a veth, tap, bridge or bond
+    nd_phys=0; [ -e "$d/device" ] && nd_phys=1
+    printf '%s speed=%s operstate=%s carrier=%s txqueues=%s kind=%s lower=%s phys=%s\n' "${d##*/}" \
+      "$nd_speed" "$nd_oper" "$nd_carrier" "$txq" "$nd_kind" "$nd_lower" "$nd_phys"
   done
 }
 

@@ -30,6 +30,7 @@ def interfaces(text: str, version: int) -> dict[str, Interface]:
             tx_queues=parse.int_or_none(fields.get("txqueues")),
             kind=fields.get("kind") or None,
             lower=lower,
+            physical={"1": True, "0": False}.get(fields.get("phys", "")),
         )
     return found
 

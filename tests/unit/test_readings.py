@@ -18,6 +18,9 @@ from pathlib import Path
 import pytest
 
 from conntune import paths
+from conntune.policy import plan as plan_for
+from conntune.readings import load_reading
+from conntune.settings import settings_from_data
 
 REPO = Path(__file__).resolve().parents[2]
 READINGS = REPO / "tests" / "fixtures" / "readings"
@@ -146,6 +149,15 @@ EXPECTED: dict[str, dict] = {
         "warns": ["20gbit is above what one CAKE instance shapes", "cake_force_single_queue"],
     },
     "routes-vlan": {"plan": {"cake": ("eth0.100", "cake", 10**9)}},
+    "routes-bridge-uplink": {
+        "plan": {"cake": ("eno1", "cake", 10**9)},
+        "warns": ["the bridge vmbr0: CAKE on its uplink port eno1"],
+    },
+    "routes-bridge-over-bond": {"plan": {"cake": ("bond0", "cake", 2 * 10**9)}},
+    "routes-bridge-two-nics": {
+        "plan": {"cake": None, "conntrack_max": 32768, "timeouts": 15},
+        "warns": ["the bridge br0, which has 2 (eno1, eno2)", "set cake_interface"],
+    },
     "routes-none": {
         "plan": {"cake": None, "conntrack_max": 32768, "timeouts": 15},
         "warns": ["no default route", "set cake_interface"],
@@ -238,6 +250,10 @@ def check(name: str, settings: dict, expected: dict) -> None:
             assert plan["changes"] == expected["changes"]
         for words in expected.get("unreadable", []):
             assert any(words in what for what in plan["host"]["unreadable"])
+        if "sysctl_file_lacks" in expected:
+            desired = plan_for(load_reading(reading), settings_from_data(settings))
+            for key in expected["sysctl_file_lacks"]:
+                assert key not in desired.files[paths.SYSCTL_FILE], key
     status, audit = conntune("audit", "--reading", reading, "--json", *data_args(settings))
     assert status == 0
     (row,) = audit["hosts"]
