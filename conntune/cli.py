@@ -22,7 +22,7 @@ from conntune.hostfacts import HostFacts
 from conntune.hypothetical import hypothetical
 from conntune.plan import Plan
 from conntune.policy import plan
-from conntune.pyinfra_api import parse_data_value
+from conntune.pyinfra_api import NoHosts, parse_data_value
 from conntune.readings import load_reading, read_this_machine
 from conntune.report import write_atomically
 from conntune.schedule import Schedule, conntune_command
@@ -31,7 +31,15 @@ from conntune.units import format_bytes, parse_size_bytes
 from conntune.watcher import Watcher
 
 
-@click.group()
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except NoHosts as error:  # exit status 2, as for any bad argument
+            raise click.UsageError(str(error)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="conntune")
 def main() -> None:
     """Size the conntrack table, set its timeouts and shape the uplink with CAKE."""
@@ -344,6 +352,8 @@ def watch_command(inventory, limit, interval, once, as_json) -> None:
               show_default=True, help="Prometheus textfile the reconcile writes.")  # fmt: skip
 def schedule_command(inventory, every, check, user, dry_run, remove, executable, metrics_file):
     """Run `conntune reconcile INVENTORY` from a systemd timer on this controller."""
+    if not remove and not Path(inventory).is_file():  # the timer would fail on every run
+        raise click.BadParameter(f"{inventory}: no such inventory file", param_hint="INVENTORY")
     state_dir = (Path.home() / ".local/state/conntune") if user else Path("/var/lib/conntune")
     plan_ = Schedule(
         inventory=Path(inventory).resolve(),
@@ -367,7 +377,8 @@ def schedule_command(inventory, every, check, user, dry_run, remove, executable,
             for name in units:
                 (plan_.unit_dir / name).unlink(missing_ok=True)
             subprocess.run([*systemctl, "daemon-reload"], check=False)
-        click.echo(f"removed {', '.join(str(plan_.unit_dir / n) for n in units)}")
+        verb = "would remove" if dry_run else "removed"
+        click.echo(f"{verb} {', '.join(str(plan_.unit_dir / n) for n in units)}")
         return
     if dry_run:
         for name, text in units.items():

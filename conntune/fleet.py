@@ -204,7 +204,10 @@ def reconcile(
             if result.host in after:
                 result.after = after[result.host]
                 result.changed = [d for d in result.before.drift if d not in result.after.drift]
-            result.error = errors.get(result.host) or result.before.error
+            failure = errors.get(result.host)
+            if failure and result.before.error:  # the audit already knows why: say that
+                failure = result.before.error
+            result.error = failure or result.before.error
             if result.before.verdict == UNREACHABLE:
                 result.error = result.before.reason
             final = result.after or result.before
@@ -222,6 +225,8 @@ def _host_lines(result: HostResult, check: bool, done: str) -> tuple[int, list[s
     final = result.after or result.before
     if result.before.verdict == UNREACHABLE:
         return 0, [f"{result.host}: unreachable: {result.before.reason}"]
+    if check and result.before.error:  # refused or unreadable: a real run would fail there
+        return 1, [f"{result.host}: FAILED: {result.before.error}"]
     if check:
         what = f"{final.drift_count} drifting" if final.drift_count else "converged"
         return (2 if final.drift_count else 4), [

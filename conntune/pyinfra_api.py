@@ -103,6 +103,10 @@ class Fleet:
         return sorted(self.state.inventory.get_active_hosts(), key=lambda host: host.name)
 
 
+class NoHosts(ValueError):
+    """The inventory (with ``--limit``) selects no host: a typo, not an empty success."""
+
+
 def open_fleet(
     inventory: str,
     limit: list[str] | None = None,
@@ -113,13 +117,20 @@ def open_fleet(
     """
     Load an inventory as the pyinfra CLI does (group_data included) and connect in parallel.
     Unless the inventory says otherwise, host keys are checked strictly (no trust on first use).
+    Raises ``NoHosts`` when the inventory and ``limit`` select no host.
     ``progress(done, total)`` is called as hosts connect (or fail to).
     """
     pyinfra.is_cli = False
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
     ctx_state.set(state)
-    loaded = make_inventory(inventory, cwd=state.cwd, override_data=data or {})
+    if inventory.endswith(".py") and not os.path.exists(inventory):
+        # pyinfra would try the path as a host name (and its resolver fails on a long one)
+        raise NoHosts(f"{inventory}: no such inventory file")
+    try:
+        loaded = make_inventory(inventory, cwd=state.cwd, override_data=data or {})
+    except UnicodeError:  # not a host name either (pyinfra_cli.inventory._resolves_to_host)
+        raise NoHosts(f"{inventory}: neither an inventory file nor a host name") from None
     for host in loaded:
         if host.data.get("ssh_strict_host_key_checking") is None:
             host.data.ssh_strict_host_key_checking = "yes"
@@ -132,6 +143,10 @@ def open_fleet(
         selected += [h for group in limit for h in loaded.get_group(group, [])]
     state.init(loaded, config, initial_limit=selected)
     total = len([host for host in loaded if state.is_host_in_limit(host)])
+    if total == 0:
+        if limit:
+            raise NoHosts(f"{inventory}: --limit {' '.join(limit)} matches no host or group")
+        raise NoHosts(f"{inventory}: no hosts (not an inventory file, or one that lists none)")
     _raise_open_files_limit(total)
     callback = _ConnectErrors(total, progress)
     if progress:
@@ -163,7 +178,7 @@ def read_fleet(
             with ctx_state.use(fleet.state), ctx_host.use(host):
                 facts = get_fact(fleet.state, host, ConntuneHost, apply_failed_hosts=False)
         except Exception as error:  # any failure reading one host must not hide the others
-            return f"could not read the host: {error}"
+            return f"could not read the host: {error or type(error).__name__}"
         if not facts.complete:
             return "could not read the host: the reading command failed (sudo? see the log)"
         remember_reading(host, facts)

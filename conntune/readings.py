@@ -19,7 +19,13 @@ def load_reading(path: str | Path) -> HostFacts:
         reading_format(text)
     except ReadingError as error:
         raise ReadingError(f"{path}: {error}") from None
-    return host_facts(text)
+    facts = host_facts(text)
+    if not facts.complete:  # a deploy refuses such a host: so does its replay
+        raise ReadingError(
+            f"{path}: the reading was cut short (no 'end' section): capture it again with "
+            "`conntune reading`"
+        )
+    return facts
 
 
 def read_this_machine() -> HostFacts:

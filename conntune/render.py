@@ -10,11 +10,10 @@ import shlex
 from conntune import cake as cake_policy
 from conntune import conflicts, paths
 from conntune.hostfacts import BUCKETS_KEY, HostFacts
+from conntune.original import original_record
 from conntune.plan import CakePlan, Plan
 
 HEADER = "# Managed by conntune: edits are overwritten. `conntune plan` explains the values.\n"
-# the key the undo record uses for the live hash size (a module parameter, not a sysctl)
-HASHSIZE_RECORD = "nf_conntrack.hashsize"
 
 
 def sysctl_file(values: dict[str, int]) -> str:
@@ -76,23 +75,6 @@ def cake_unit(cake: CakePlan, tc_path: str) -> str:
     )
 
 
-def original_record(facts: HostFacts, plan: Plan) -> str:
-    """The live values conntune is about to own, as they are before its first change."""
-    lines = [
-        "# conntune: live values before conntune first changed this host.\n",
-        "# `conntune revert` restores them. Written once, never updated.\n",
-    ]
-    if plan.buckets is not None and facts.buckets is not None:
-        lines.append(f"{HASHSIZE_RECORD} = {facts.buckets}\n")
-    for key in plan.sysctls:
-        if key in facts.sysctls and key != BUCKETS_KEY:
-            lines.append(f"{key} = {facts.sysctls[key]}\n")
-    if plan.cake is not None:
-        qdisc = facts.root_qdisc(plan.cake.interface)
-        lines.append(f"qdisc.{plan.cake.interface} = {qdisc.kind if qdisc else 'none'}\n")
-    return "".join(lines)
-
-
 def plan_files(facts: HostFacts, out: Plan) -> None:
     """Every file conntune owns: its wanted content, or ``None`` when it must not exist."""
     sysctl_values: dict[str, int] = {}
@@ -100,6 +82,14 @@ def plan_files(facts: HostFacts, out: Plan) -> None:
         sysctl_values[BUCKETS_KEY] = out.buckets
     sysctl_values.update(out.sysctls)
     out.files[paths.SYSCTL_FILE] = sysctl_file(sysctl_values) if sysctl_values else None
+    if sysctl_values and not facts.systemd:
+        out.warnings.append(
+            f"no systemd here (/run/systemd/system is absent): {paths.SYSCTL_FILE} acts at the "
+            "next start only if the init applies /etc/sysctl.d (procps's init script does; a "
+            "container started without an init does not). The live values are set now; in a "
+            "container, keep them with the runtime's sysctl option (docker run --sysctl, a "
+            "pod's securityContext.sysctls)"
+        )
 
     # module files only where the table belongs to this kernel: in a container they set nothing
     host_kernel = out.buckets is not None or out.conntrack_max is not None or out.load_conntrack
@@ -121,7 +111,7 @@ def plan_files(facts: HostFacts, out: Plan) -> None:
     out.files[paths.CAKE_UNIT_FILE] = (
         cake_unit(out.cake, facts.tools.tc or "/usr/sbin/tc") if out.cake else None
     )
-    # the undo record is written once, before conntune's first change, when there is a change
-    first_change = facts.owned_files.get(paths.ORIGINAL_FILE) is None
-    if first_change and (out.sysctls or out.buckets is not None or out.cake is not None):
-        out.files[paths.ORIGINAL_FILE] = original_record(facts, out)
+    # the undo record: each value as it was before conntune first owned it (conntune.original)
+    recorded = facts.owned_files.get(paths.ORIGINAL_FILE)
+    if recorded is not None or out.sysctls or out.buckets is not None or out.cake is not None:
+        out.files[paths.ORIGINAL_FILE] = original_record(facts, out, recorded)

@@ -7,6 +7,7 @@ documents every setting. Values come from pyinfra host/group data (or ``--data``
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -51,11 +52,10 @@ def integer(low: int, high: int | None = None, optional: bool = False) -> Callab
             or value < low
             or (high is not None and value > high)
         ):
-            what = (
-                "a positive integer"
-                if low == 1 and high is None
-                else f"an integer in {low}..{high}"
-            )
+            if low == 1:
+                what = "a positive integer" + (f" up to {high}" if high is not None else "")
+            else:
+                what = f"an integer in {low}..{high}"
             raise ValueError(f"{value!r} is not {what}")
         return value
 
@@ -111,10 +111,17 @@ def timeouts(value: object) -> dict[str, int]:
     """``{name: seconds}`` with short or full sysctl names; each bad entry is named."""
     if not isinstance(value, Mapping):
         raise ValueError("must be a mapping of name -> seconds")
-    clean, problems = {}, []
+    clean: dict[str, int] = {}
+    spelled: dict[str, str] = {}
+    problems = []
     for name, seconds in value.items():
         key = profiles.timeout_key(str(name))
         where = f"conntrack_timeouts.{name}"
+        if key in spelled:
+            problems.append(
+                SettingError(where, f"the same timeout as {spelled[key]!r}: give it once")
+            )
+        spelled.setdefault(key, str(name))
         if key not in profiles.LINUX_DEFAULTS:
             known = ", ".join(profiles.short_name(k) for k in profiles.LINUX_DEFAULTS)
             problems.append(SettingError(where, f"unknown timeout (known: {known})"))
@@ -141,6 +148,11 @@ def setting(default: Any, check: Callable, help: str, cli: tuple[str, ...] = ())
     return field(default=default, metadata=metadata)
 
 
+# nf_conntrack_max is a C int read by proc_dointvec(_minmax), which refuses larger values
+# (net/netfilter/nf_conntrack_standalone.c nf_ct_sysctl_table[NF_SYSCTL_CT_MAX]: maxlen sizeof(int);
+# kernel/sysctl.c do_proc_dointvec_conv)
+INT_MAX = 2**31 - 1
+
 CHAIN_LIMIT_REASON = (
     ": since Linux 5.15 (d7e7747ac5c2) the kernel drops inserts when one hash chain grows past "
     "a random limit, so more than 4 entries per bucket at max drops packets before the table "
@@ -153,7 +165,7 @@ class Settings:
     """Every conntune setting. The metadata of each field is its whole declaration."""
 
     conntrack_max: int | None = setting(
-        None, integer(1, optional=True),
+        None, integer(1, INT_MAX, optional=True),
         "nf_conntrack_max. Default: MemTotal / 16384 / 2 rounded up to a power of two",
         cli=("--max",),
     )  # fmt: skip
@@ -246,21 +258,40 @@ DEFAULTS: dict[str, object] = {
     name: (spec.default_factory() if spec.default is MISSING else spec.default)  # type: ignore[misc]
     for name, spec in SPECS.items()
 }
-_PREFIXES = ("conntrack_", "cake_", "conntune_", "firewalld_")
+_PREFIXES = ("conntrack_", "cake_", "conntune_", "firewalld_", "nf_conntrack", "net.netfilter")
+# what a revert (conntune_state: absent) reads: a bad value elsewhere must not block an undo
+UNDO_SETTINGS = (
+    "conntune_state", "conntune_lock_wait", "firewalld_restart", "firewalld_restart_old_docker"
+)  # fmt: skip
+
+
+def _unknown_key(key: str) -> SettingError | None:
+    """A key that is not a setting but looks like one (a prefix, or a near spelling)."""
+    if key in SPECS:
+        return None
+    near = difflib.get_close_matches(key, SPECS, n=1, cutoff=0.85)
+    if near:
+        return SettingError(key, f"unknown setting: did you mean {near[0]}?")
+    if key.startswith(_PREFIXES):
+        return SettingError(key, "unknown setting (see inventories/group_data/all.py)")
+    return None
 
 
 def settings_from_data(data: Mapping[str, object]) -> Settings:
     """
     Validate host data into ``Settings``. Raises ``InvalidSettings`` listing every bad key.
-    Keys that look like conntune's (``conntrack_*``, ``cake_*``...) but are unknown are refused:
-    a typo must not silently fall back to a default.
+    Keys that look like conntune's (``conntrack_*``, ``cake_*``, ``nf_conntrack_max``, or a near
+    spelling of a setting) but are unknown are refused: a typo must not silently fall back to a
+    default. With ``conntune_state: absent`` only ``UNDO_SETTINGS`` are read: an undo plans from
+    the host's record, so a bad value elsewhere never blocks it.
     """
-    errors: list[SettingError] = []
-    for key in data:
-        if key.startswith(_PREFIXES) and key not in SPECS:
-            errors.append(SettingError(key, "unknown setting (see inventories/group_data/all.py)"))
+    undo = data.get("conntune_state") == "absent"
+    errors = [] if undo else [e for key in data if (e := _unknown_key(str(key))) is not None]
     values = {}
     for name, spec in SPECS.items():
+        if undo and name not in UNDO_SETTINGS:
+            values[name] = DEFAULTS[name]  # an undo plans from the record, not from settings
+            continue
         raw = data.get(name, DEFAULTS[name])
         try:
             values[name] = spec.metadata["check"](raw)

@@ -5,37 +5,10 @@ restore the live values recorded in ``paths.ORIGINAL_FILE`` before conntune's fi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from conntune import paths
 from conntune.hostfacts import MAX_KEY, HostFacts
+from conntune.original import parse_original
 from conntune.plan import Plan
-from conntune.render import HASHSIZE_RECORD
-
-
-@dataclass
-class Original:
-    """What ``render.original_record`` recorded: the live values before conntune's first change."""
-
-    sysctls: dict[str, int] = field(default_factory=dict)
-    buckets: int | None = None
-    qdiscs: dict[str, str] = field(default_factory=dict)
-
-
-def parse_original(text: str) -> Original:
-    original = Original()
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or key.startswith("#"):
-            continue
-        if key == HASHSIZE_RECORD and value.isdigit():
-            original.buckets = int(value)
-        elif key.startswith("qdisc."):
-            original.qdiscs[key.removeprefix("qdisc.")] = value
-        elif value.lstrip("-").isdigit():
-            original.sysctls[key] = int(value)
-    return original
 
 
 def plan_absent(facts: HostFacts, out: Plan) -> None:

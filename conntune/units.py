@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -60,10 +61,21 @@ def parse_rate_bit(value: object) -> int:
     else:
         raise ValueError(f"{value!r} is not a rate")
     if unit not in _RATE_UNITS:
-        raise ValueError(f"unknown rate unit {unit!r} (use bit, kbit, mbit, gbit)")
+        raise ValueError(
+            f"unknown rate unit {unit!r} (tc's units: bit, kbit, mbit, gbit, tbit, kibit..tibit; "
+            "bps, kbps, mbps, gbps are BYTES per second)"
+        )
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a rate")
     bits = round(number * _RATE_UNITS[unit])
     if bits <= 0:
         raise ValueError(f"{value!r}: a rate must be above zero")
+    if bits < 8:
+        # tc keeps whole bytes per second (iproute2 tc/tc_util.c get_rate64: bps /= 8), and a
+        # CAKE bandwidth of 0 means unlimited (tc-cake(8))
+        raise ValueError(
+            f"{value!r} is below 8bit: tc would store 0 bytes/s, which CAKE reads as unlimited"
+        )
     if bits > MAX_RATE_BIT:
         raise ValueError(f"{value!r} is above {MAX_RATE_BIT // 10**9} gbit: not a real link")
     return bits

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pyinfra import host, logger, state
 from pyinfra.api import deploy
+from pyinfra.context import ctx_host
 
+from conntune import paths
 from conntune.changes import Kind, drift
 from conntune.facts.host import read_host
 from conntune.hostfacts import HostFacts
@@ -22,14 +24,37 @@ from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
 
 
-def restarts_firewalld(facts: HostFacts, desired: Plan) -> bool:
-    """Whether this run restarts firewalld (``always``, or ``on-change`` with a file changed)."""
+def restart_cause(facts: HostFacts, desired: Plan) -> str | None:
+    """
+    Why this run restarts firewalld, or ``None`` when it does not. ``always``: asked for.
+    ``on-change``: the module options file changes, the one file that acts through firewalld
+    (it loads nf_conntrack with those options). A sysctl file, the CAKE unit or the undo record
+    never needs a firewalld restart: their values are set directly.
+    """
     if not desired.firewalld_active or desired.firewalld_restart_blocked is not None:
-        return False
+        return None
     if desired.firewalld_restart == "always":
-        return True
-    changed = any(change.kind is Kind.FILE for change in drift(facts, desired))
-    return desired.firewalld_restart == "on-change" and changed
+        return "firewalld_restart: always"
+    if desired.firewalld_restart != "on-change":
+        return None
+    changed = [c for c in drift(facts, desired) if c.kind is Kind.FILE]
+    if any(change.name == paths.MODPROBE_FILE for change in changed):
+        return f"{paths.MODPROBE_FILE} changes"
+    return None
+
+
+def restarts_firewalld(facts: HostFacts, desired: Plan) -> bool:
+    """Whether this run restarts firewalld (``restart_cause``)."""
+    return restart_cause(facts, desired) is not None
+
+
+def _refuse(name: str, errors: list[str]) -> None:
+    """Fail this host before any change; a dry run (with or without ``-y``) exits non-zero too."""
+    # pyinfra's CLI exits 1 when state.failed_hosts is not empty. The set alone (not
+    # state.fail_hosts) keeps the other hosts' change detection going; -y skips change
+    # detection, so it is marked here, when the deploy is prepared, not in the operation.
+    state.failed_hosts.add(ctx_host.get())
+    guards.refuse(name=name, errors=errors)
 
 
 def _locks(facts: HostFacts, desired: Plan, wait: int) -> dict[str, dict | None]:
@@ -64,7 +89,7 @@ def tune() -> None:
     if not facts.complete:  # pyinfra has printed why (sudo, SSH...)
         reason = "could not read the host (see the error above); nothing was changed"
         logger.error(f"{host.print_prefix}conntune: {reason}")
-        guards.refuse(name="Refuse: the host could not be read", errors=[reason])
+        _refuse("Refuse: the host could not be read", [reason])
         return
     for what in facts.unreadable:
         logger.warning(f"{host.print_prefix}conntune could not read: {what}")
@@ -75,7 +100,7 @@ def tune() -> None:
         errors = [str(error) for error in refused.errors]
         for error in errors:
             logger.error(f"{host.print_prefix}conntune: {error}")
-        guards.refuse(name="Refuse invalid settings (nothing changed)", errors=errors)
+        _refuse("Refuse invalid settings (nothing changed)", errors)
         return
     for warning in desired.warnings:
         logger.warning(f"{host.print_prefix}conntune: {warning}")
@@ -83,11 +108,12 @@ def tune() -> None:
         for reason in desired.reasons:
             logger.info(f"{host.print_prefix}conntune: {reason}")
 
-    if facts.uid not in (0, None):  # fails the host at execution, before any change
-        logger.warning(
+    if facts.uid not in (0, None):  # fails the host before any change, in a dry run too
+        logger.error(
             f"{host.print_prefix}conntune: reading as uid {facts.uid}: a real run needs root "
             "(set _sudo: True)"
         )
+        state.failed_hosts.add(ctx_host.get())
         guards.require_root(name="Check for root", uid=facts.uid)
     lock = _locks(facts, desired, settings.conntune_lock_wait)
     conntrack.conntrack_live(
@@ -97,9 +123,7 @@ def tune() -> None:
         load_module=desired.load_conntrack,
         lock=lock["live"],
     )
-    written = files.owned_files(
-        name="Write conntune files", files=desired.files, lock=lock["files"]
-    )
+    files.owned_files(name="Write conntune files", files=desired.files, lock=lock["files"])
     if desired.cake is not None:
         cake.cake_qdisc(
             name="Set the CAKE qdisc",
@@ -116,13 +140,13 @@ def tune() -> None:
         )
     # Live values are applied directly above: since firewalld 1.0 a restart no longer reloads
     # nf_conntrack (CleanupModulesOnExit=no), so it is needed only to re-read changed files.
-    if restarts_firewalld(facts, desired):
+    cause = restart_cause(facts, desired)
+    if cause is not None:
         firewalld.firewalld_restart(
-            name="Restart firewalld and verify",
+            name=f"Restart firewalld ({cause}) and verify",
             sysctls=desired.sysctls,
             buckets=desired.buckets,
             docker_chains=desired.verify_docker_chains,
             flushes=desired.firewalld_restart_flushes,
             lock=lock["firewalld"],
-            _if=None if desired.firewalld_restart == "always" else written.did_change,
         )

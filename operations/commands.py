@@ -115,6 +115,15 @@ def restart_firewalld() -> StringCommand:
     return StringCommand("systemctl", "restart", "firewalld")
 
 
+# firewall-cmd(1) --check-config: exit 0 when firewalld's own configuration is valid. Run before
+# a restart so that a configuration firewalld would refuse never takes the firewall down.
+FIREWALLD_CONFIG_OK = StringCommand(
+    "if", "command", "-v", "firewall-cmd", ">/dev/null;", "then",
+    "firewall-cmd", "--check-config", "2>&1;", "fi",
+)  # fmt: skip
+FIREWALLD_ACTIVE = StringCommand("systemctl", "is-active", "--quiet", "firewalld")
+
+
 # Docker re-creates its chains when firewalld signals Reloaded, about 10 s after a restart
 # (measured on Debian 12 with docker.io 20.10, docs/kernel-facts.md §8): wait for both its
 # filter and its nat chain (the published ports' DNAT rules), at most 60 s

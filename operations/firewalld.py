@@ -11,6 +11,8 @@ from conntune.changes import live_changes
 from conntune.facts.host import forget_reading, read_host
 from conntune.operations.commands import (
     DOCKER_CHAINS,
+    FIREWALLD_ACTIVE,
+    FIREWALLD_CONFIG_OK,
     connector_arguments,
     files_command,
     live_command,
@@ -55,15 +57,31 @@ def _rollback(host, before, sysctls: dict[str, int], buckets, lock, how: dict) -
         status, output = host.run_shell_command(step, **how)
         if not status:
             failures.append(f"`{label}`: {output.stderr.strip()[-200:]}")
+    if before.firewalld.active and not host.run_shell_command(FIREWALLD_ACTIVE, **how)[0]:
+        failures.append(
+            "firewalld was running before this run and is not running now: the host has no "
+            "firewalld rules. See `systemctl status firewalld` and `journalctl -u firewalld`"
+        )
     if failures:
         return "rollback incomplete: " + "; ".join(failures)
-    return "previous conntune files and live values restored"
+    return "previous conntune files and live values restored, firewalld running"
 
 
 def _restart_and_verify(
     state, host, sysctls, buckets, docker_chains: bool, flushes: bool, lock, how: dict
 ) -> bool:
     before = read_host(host)  # the reading this run planned from: the state to roll back to
+    status, output = host.run_shell_command(FIREWALLD_CONFIG_OK, **how)
+    if not status:
+        # firewalld would not start again: leave it running; the values are already set live
+        # and in the files, which is all a restart would have checked
+        found = (output.stdout.strip() or output.stderr.strip())[-300:]
+        logger.error(
+            f"{host.print_prefix}conntune: firewalld not restarted: `firewall-cmd "
+            f"--check-config` fails ({found}); a restart would leave the host without its "
+            "firewall. The conntrack values are set; fix firewalld's configuration and run again"
+        )
+        return False
     status, output = host.run_shell_command(
         locked(restart_firewalld(), lock, release=False if flushes else None), **how
     )

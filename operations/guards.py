@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-from pyinfra import host, logger, state
+from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, operation
-from pyinfra.context import ctx_host
 
 
 def _require_root(state, host, uid: int) -> bool:
@@ -57,9 +56,4 @@ def refuse(errors: list[str]) -> Generator[FunctionCommand, None, None]:
 
         refuse(name="Refuse invalid settings", errors=["cake_bandwidth: 'fast' is not a rate"])
     """
-    if not state.is_executing:
-        # A dry run is a gate: pyinfra's CLI exits non-zero when state.failed_hosts is not
-        # empty. Failing the host through state.fail_hosts() here would stop every other host's
-        # change detection (FAIL_PERCENT is 0 without -y); the set alone keeps their diffs.
-        state.failed_hosts.add(ctx_host.get())  # the Host itself, not the context proxy
     yield FunctionCommand(_refuse, (errors,), {})

@@ -90,7 +90,7 @@ def test_apply_sizes_each_vm_by_its_ram(fleet):
         assert qdisc["kind"] == "cake"
         assert qdisc["options"]["bandwidth"] == 125_000_000  # 1 Gbit/s in bytes/s
         assert qdisc["options"]["diffserv"] == "besteffort"
-        # firewalld was restarted (files changed) and the values held: the op verified it
+        # firewalld was restarted (the module options file changed) and the values held
         assert firewalld_start(vm) != fw_before[vm.name]
         assert "ActiveState=active" in firewalld_start(vm)
     assert wanted["bw-small"] < wanted["bw-large"]

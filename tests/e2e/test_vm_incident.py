@@ -118,7 +118,7 @@ def test_the_incident_reproduced_then_fixed_by_a_default_deploy(vm_lab, tmp_path
                                 "firewalld_restart=always", "--data",
                                 "firewalld_restart_old_docker=true")  # fmt: skip
         assert lifted.returncode == 0, out(lifted)
-        assert "Restart firewalld and verify" in out(lifted)
+        assert "Restart firewalld (firewalld_restart: always) and verify" in out(lifted)
     assert published_port_answers(vm)
 
     after = burst(vm)

@@ -221,13 +221,15 @@ def test_failed_firewalld_restart_rolls_back_files_and_values(host1, tmp_path, f
     fleet.ssh("host1", "mkdir -p /etc/systemd/system/firewalld.service.d && cat > "
                        "/etc/systemd/system/firewalld.service.d/fault.conf && "
                        "systemctl daemon-reload", input=drop_in)  # fmt: skip
-    result = run(fleet, tmp_path, "-y", conntrack_timeouts={"udp_timeout": 25})
+    result = run(fleet, tmp_path, "-y", conntrack_timeouts={"udp_timeout": 25},
+                 firewalld_restart="always")  # fmt: skip
     text = output(result)
     assert result.returncode == 1, text
     problem = "firewalld restart failed" if failure == "restart-fails" else "live values differ"
     assert problem in text
     if failure == "restart-fails":  # firewalld cannot come back either: said, not hidden
         assert "rollback incomplete: `systemctl restart firewalld`" in text
+        assert "firewalld was running before this run and is not running now" in text
     else:
         assert "previous conntune files and live values restored" in text
     assert owned_state(fleet)[paths.SYSCTL_FILE] == before_files[paths.SYSCTL_FILE]
@@ -264,7 +266,9 @@ def test_old_docker_blocks_the_firewalld_restart(host1, tmp_path):
     allowed = run(fleet, tmp_path, "-y", firewalld_restart="always",
                   firewalld_restart_old_docker=True)  # fmt: skip
     assert allowed.returncode == 0, output(allowed)
-    assert re.search(r"Restart firewalld and verify\s+1\s+1", output(allowed))
+    assert re.search(
+        r"Restart firewalld \(firewalld_restart: always\) and verify\s+1\s+1", output(allowed)
+    )
 
 
 def test_undo_restores_the_host(host1, tmp_path):
@@ -272,7 +276,7 @@ def test_undo_restores_the_host(host1, tmp_path):
     before = snapshot(fleet, "host1")
     assert run(fleet, tmp_path, "-y").returncode == 0
     assert snapshot(fleet, "host1") != before
-    undo = run(fleet, tmp_path, "-y", conntune_state="absent")
+    undo = run(fleet, tmp_path, "-y", conntune_state="absent", firewalld_restart="always")
     assert undo.returncode == 0, output(undo)
     after = snapshot(fleet, "host1")
     # the same sysctls, /etc and qdiscs; only firewalld's start time moved (it was restarted)

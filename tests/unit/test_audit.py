@@ -206,3 +206,18 @@ def test_lock_refuses_a_second_reconcile(tmp_path, monkeypatch):
     # released: the next one gets it
     with fleet.inventory_lock(inventory):
         pass
+
+
+def test_a_refused_host_is_failed_in_a_check_not_converged():
+    from conntune.audit import HostAudit
+    from conntune.fleet import HostResult, Reconciliation, describe
+
+    refused = HostAudit("web2", "refused", "settings refused: cake_bandwidth: 'fast' is not a rate",
+                        error="cake_bandwidth: 'fast' is not a rate")  # fmt: skip
+    fine = HostAudit("web1", "ok", "table 1 % full")
+    results = [HostResult("web1", fine), HostResult("web2", refused)]
+    run = Reconciliation("fleet.py", True, 0.0, finished=1.0, results=results, exit_code=3)
+    text = describe(run)
+    assert "(2 hosts: 1 failed, 1 converged;" in text
+    assert "web2: FAILED: cake_bandwidth: 'fast' is not a rate" in text
+    assert text.index("web2") < text.index("web1: converged")  # worst first

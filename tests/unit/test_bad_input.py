@@ -256,6 +256,39 @@ MATRIX = [
         "unknown setting",
     ),
     ("typo in a cake setting", {"cake_bandwith": "1gbit"}, {}, "cake_bandwith", "unknown setting"),
+    # --- found by a new user (issue 13/11 review)
+    (
+        "max above INT_MAX",
+        {"conntrack_max": 2**31},
+        {},
+        "conntrack_max",
+        "positive integer up to 2147483647",
+    ),
+    ("bandwidth infinite", {"cake_bandwidth": float("inf")}, {}, "cake_bandwidth", "not a rate"),
+    ("bandwidth NaN", {"cake_bandwidth": float("nan")}, {}, "cake_bandwidth", "not a rate"),
+    ("bandwidth 1bit", {"cake_bandwidth": "1bit"}, {}, "cake_bandwidth", "unlimited"),
+    ("bandwidth mibps", {"cake_bandwidth": "10mibps"}, {}, "cake_bandwidth", "BYTES per second"),
+    (
+        "the kernel's name as a setting",
+        {"nf_conntrack_max": 262144},
+        {},
+        "nf_conntrack_max",
+        "unknown setting",
+    ),
+    (
+        "a near spelling",
+        {"conntrak_max": 262144},
+        {},
+        "conntrak_max",
+        "did you mean conntrack_max?",
+    ),
+    (
+        "a timeout given twice",
+        {"conntrack_timeouts": {"udp_timeout": 30, "net.netfilter.nf_conntrack_udp_timeout": 60}},
+        {},
+        "conntrack_timeouts.net.netfilter.nf_conntrack_udp_timeout",
+        "give it once",
+    ),
     # --- the host itself
     ("sysctl missing", {}, {"sysctl_path": None}, "sysctl", "not installed"),
     (
@@ -330,3 +363,10 @@ def test_cake_problems_skip_cake_alone(data, facts, words):
 
 def test_good_input_passes_through_the_same_path():
     assert plan(make_facts(), settings_from_data({})).conntrack_max == 65536
+
+
+def test_an_undo_is_never_blocked_by_a_bad_setting_it_does_not_read():
+    data = {"conntune_state": "absent", "cake_bandwidth": "fast", "conntrak_max": 1}
+    assert settings_from_data(data).conntune_state == "absent"
+    with pytest.raises(InvalidSettings):  # the undo's own settings are still checked
+        settings_from_data({**data, "firewalld_restart": "sometimes"})

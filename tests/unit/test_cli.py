@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -81,3 +83,29 @@ def test_profiles():
     data = json.loads(result.output)
     assert data["routeros"]["net.netfilter.nf_conntrack_tcp_timeout_syn_sent"] == 5
     assert data["server"]["net.netfilter.nf_conntrack_tcp_timeout_syn_sent"] == 120
+
+
+def conntune(*args: str) -> subprocess.CompletedProcess:
+    """A fresh process, as an operator runs it (pyinfra keeps state across in-process runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "conntune.cli", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["audit", "reconcile", "revert", "reading", "watch"])
+def test_an_inventory_that_selects_no_host_is_an_error(command, tmp_path):
+    missing = str(tmp_path / "invetnory.py")
+    result = conntune(command, missing)
+    assert result.returncode == 2, result.stderr
+    assert f"{missing}: no such inventory file" in result.stderr
+    empty = tmp_path / "empty.py"
+    empty.write_text("hosts = ['@local']\n")
+    result = conntune(command, str(empty), "--limit", "web*")
+    assert result.returncode == 2, result.stderr
+    assert "--limit web* matches no host or group" in result.stderr
+
+
+def test_schedule_refuses_a_missing_inventory(tmp_path):
+    result = invoke("schedule", str(tmp_path / "nope.py"), "--every", "1h", "--dry-run")
+    assert result.exit_code == 2 and "no such inventory file" in result.output, result.output

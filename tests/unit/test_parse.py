@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conntune.facts import parse, tc_json
+from conntune.qdisc import CakeOptions
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 D12 = "captured/debian12-6.1"
@@ -377,3 +378,16 @@ def test_default_route_dev():
     assert parse.default_route_dev(text(f"{D13}/ip_o_route_show_default.txt")) == "eth0"
     assert parse.default_route_dev(text(f"{HOST}/ip_o_route_show_default.txt")) == "eth0"
     assert parse.default_route_dev("") is None
+
+
+def test_cake_with_every_option_as_trixie_reports_it():
+    # captured by tests/e2e/test_vm_reboot.py on Debian 13 (6.12, iproute2 6.15): SHAPED there
+    (root,) = tc_json.qdiscs(text(f"{D13}/tc_j_s_qdisc_dev_eth0.cake_all_options.json"))
+    assert root.kind == "cake" and root.root
+    assert root.cake == CakeOptions(
+        bandwidth_bit=100_000_000, diffserv="diffserv4", flowmode="dual-srchost", nat=True,
+        wash=True, ingress=False, ack_filter="aggressive", split_gso=False, rtt_us=30_000,
+        raw=False, atm="ptm", overhead=30, mpu=72,
+    )  # fmt: skip
+    assert [tin.name for tin in root.tins] == ["bulk", "besteffort", "video", "voice"]
+    assert root.tins[3].sent_packets == 369 and root.tins[0].peak_delay_us == 608

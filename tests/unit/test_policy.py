@@ -172,7 +172,30 @@ def test_original_values_are_recorded_once():
     assert "net.netfilter.nf_conntrack_max = 65536" in original
     assert "qdisc.eth0 = fq_codel" in original
     facts = make_facts(owned_files={**make_facts().owned_files, paths.ORIGINAL_FILE: original})
-    assert paths.ORIGINAL_FILE not in planned(facts).files
+    assert planned(facts).files[paths.ORIGINAL_FILE] == original  # kept as it is
+
+
+def test_a_value_conntune_owns_later_is_added_to_the_record_with_its_value_before():
+    # first run: timeouts left alone; a later run sets the UDP timeout. Undo must put the UDP
+    # timeout back at the value it had before that later run, and keep every earlier value.
+    udp = f"{profiles.P}udp_timeout"
+    first = planned(conntrack_timeout_profile="kernel")
+    original = first.files[paths.ORIGINAL_FILE]
+    assert udp not in original
+    applied = converged(make_facts(), first)
+    applied.owned_files[paths.ORIGINAL_FILE] = original
+    applied.sysctls[udp] = 31  # as the host had it, untouched by conntune so far
+    later = planned(
+        applied, conntrack_timeout_profile="kernel", conntrack_timeouts={"udp_timeout": 10}
+    )
+    record = later.files[paths.ORIGINAL_FILE]
+    assert record.startswith(original) and f"{udp} = 31" in record
+    assert "net.netfilter.nf_conntrack_max = 65536" in record
+    assert record.count("nf_conntrack_max") == 1
+    after = converged(applied, later)
+    after.owned_files[paths.ORIGINAL_FILE] = record
+    undo = planned(after, conntune_state="absent")
+    assert undo.timeouts[udp] == 31 and undo.conntrack_max == 65536
 
 
 def test_a_converged_host_has_no_drift():
@@ -234,7 +257,7 @@ def test_earlier_sysctl_file_is_overridden_not_skipped():
 
 
 def test_absent_restores_the_recorded_values_and_removes_everything():
-    from conntune.render import original_record
+    from conntune.original import original_record
 
     fresh = make_facts()
     original = original_record(fresh, planned(fresh))

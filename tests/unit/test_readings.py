@@ -57,7 +57,7 @@ EXPECTED: dict[str, dict] = {
     "containers-proc-mixed-6.18": {
         "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15},
         "files": {paths.SYSCTL_FILE},
-        "warns": ["read-only here (0444"],
+        "warns": ["read-only here (0444", "no systemd here", "docker run --sysctl"],
     },
     "containers-docker-privileged-6.18": {
         "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15},
@@ -321,3 +321,78 @@ def test_plan_and_deploy_agree(name, tmp_path):
         if change.endswith((": create", ": modify", ": remove")):
             path, verb = change.rsplit(": ", 1)
             assert f"{verb} {path}" in [line.strip() for line in lines], text
+
+
+def test_a_reading_cut_short_is_refused_as_the_deploy_refuses_its_host(tmp_path):
+    from conntune.facts.reading import ReadingError
+
+    whole = (READINGS / "routes-bridge-uplink.reading").read_text()
+    assert "@@conntune:end" in whole
+    cut = tmp_path / "cut.reading"
+    cut.write_text(whole.split("@@conntune:end")[0])
+    with pytest.raises(ReadingError, match="cut short"):
+        load_reading(cut)
+    result = subprocess.run(
+        [sys.executable, "-m", "conntune.cli", "plan", "--reading", str(cut)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0 and "cut short" in result.stderr, result.stderr
+
+
+CAPTURED = REPO / "tests" / "fixtures" / "captured"
+
+
+def dry_run(tmp_path: Path, reading: str, data: dict, *flags: str) -> subprocess.CompletedProcess:
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(
+        f"reading = {reading!r}\n"
+        "hosts = [('@fake/host', {'fake_responses': {'section format': reading},"
+        f" 'fake_delay': 0, **{data!r}}})]\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "pyinfra", str(inventory), "deploy.py", "--dry", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1", "COLUMNS": "250"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("flags", [(), ("-y",)], ids=["dry", "dry-y"])
+@pytest.mark.parametrize(
+    ("case", "data", "words"),
+    [
+        ("refused", {"cake_bandwidth": "fast"}, "cake_bandwidth: 'fast' is not a rate"),
+        ("not-root", {}, "a real run needs root"),
+    ],
+)
+def test_a_dry_run_fails_where_the_real_run_would(tmp_path, flags, case, data, words):
+    reading = (CAPTURED / "bookworm-6.1" / "reading.txt").read_text()
+    if case == "not-root":
+        reading = reading.replace("@@conntune:uid\n0\n", "@@conntune:uid\n1000\n", 1)
+        assert "@@conntune:uid\n1000\n" in reading
+    run = dry_run(tmp_path, reading, data, *flags)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert words in run.stdout + run.stderr
+
+
+def test_the_dry_run_names_the_firewalld_restart_and_its_cause(tmp_path):
+    reading = (CAPTURED / "bookworm-6.1" / "reading.txt").read_text()  # firewalld active
+    run = dry_run(tmp_path, reading, {})
+    assert f"Restart firewalld ({paths.MODPROBE_FILE} changes) and verify" in run.stderr
+
+
+def test_only_the_module_options_file_restarts_firewalld_on_change():
+    from conntune.deploys.tune import restart_cause
+    from tests.factories import converged, make_facts
+
+    facts = make_facts()  # firewalld 1.3.3 active
+    first = plan_for(facts, settings_from_data({}))
+    assert restart_cause(facts, first) == f"{paths.MODPROBE_FILE} changes"
+    done = converged(facts, first)
+    assert restart_cause(done, plan_for(done, settings_from_data({}))) is None
+    # a timeout changes the sysctl file and the undo record: applied live, no restart
+    timeout = plan_for(done, settings_from_data({"conntrack_timeouts": {"udp_timeout": 25}}))
+    assert paths.SYSCTL_FILE in timeout.files and restart_cause(done, timeout) is None
+    always = plan_for(done, settings_from_data({"firewalld_restart": "always"}))
+    assert restart_cause(done, always) == "firewalld_restart: always"
+    never = plan_for(facts, settings_from_data({"firewalld_restart": "never"}))
+    assert restart_cause(facts, never) is None
