@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -200,6 +201,12 @@ def reading_cli(inventory, limit, out_dir, verbose) -> None:
     Exit status 3: some hosts could not be read.
     """
     _logging(verbose)
+    try:  # before any host is read: a reading that cannot be saved is not worth taking
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise click.BadParameter(f"{out_dir}: {error.strerror}", param_hint="-o") from None
+    if not os.access(out_dir, os.W_OK):
+        raise click.BadParameter(f"{out_dir}: not writable", param_hint="-o")
     saved, failed = fleet.save_readings(inventory, Path(out_dir), limit=list(limit) or None)
     for name, path in saved.items():
         click.echo(f"{name}: {path}")

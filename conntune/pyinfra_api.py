@@ -16,6 +16,7 @@ from fnmatch import fnmatch
 
 import gevent
 import pyinfra
+import pyinfra.connectors.util
 from pyinfra.api import BaseStateCallback, Config, State, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.connect import connect_all, disconnect_all
@@ -103,6 +104,17 @@ class Fleet:
         return sorted(self.state.inventory.get_active_hosts(), key=lambda host: host.name)
 
 
+class SudoPasswordRequired(RuntimeError):
+    """sudo asked for a password on a host, and a fleet job never prompts."""
+
+
+def _never_prompt(prompt: str) -> str:
+    raise SudoPasswordRequired(
+        "sudo asks for a password: give it in the host data (_sudo_password), or let this user "
+        "run sudo without one (NOPASSWD); conntune's fleet commands never prompt"
+    )
+
+
 class NoHosts(ValueError):
     """The inventory (with ``--limit``) selects no host: a typo, not an empty success."""
 
@@ -121,6 +133,9 @@ def open_fleet(
     ``progress(done, total)`` is called as hosts connect (or fail to).
     """
     pyinfra.is_cli = False
+    # pyinfra asks on the terminal when sudo wants a password (connectors/util.py,
+    # execute_command_with_sudo_retry), and under cron its getpass() dies on EOF with no message
+    pyinfra.connectors.util.getpass = _never_prompt
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
     ctx_state.set(state)
@@ -131,6 +146,8 @@ def open_fleet(
         loaded = make_inventory(inventory, cwd=state.cwd, override_data=data or {})
     except UnicodeError:  # not a host name either (pyinfra_cli.inventory._resolves_to_host)
         raise NoHosts(f"{inventory}: neither an inventory file nor a host name") from None
+    except Exception as error:  # the inventory's own Python failed (pyinfra wraps SyntaxError...)
+        raise NoHosts(f"{inventory}: the inventory could not be loaded: {error}") from None
     for host in loaded:
         if host.data.get("ssh_strict_host_key_checking") is None:
             host.data.ssh_strict_host_key_checking = "yes"

@@ -6,7 +6,10 @@ privileges, secrets, and the undo.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -131,6 +134,26 @@ def test_a_host_that_cannot_be_read_fails_alone(fleet, tmp_path):
     assert "Wrong-Secret-0815" not in text
     for name in ("host1", "host2", "host3"):
         reset(fleet, name)
+
+
+def test_a_fleet_job_never_prompts_for_a_sudo_password(fleet, tmp_path):
+    # cron has no terminal: pyinfra's own prompt would die on EOF with an empty message
+    add_password_sudo_user(fleet, "host2")
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    inventory.write_text(
+        inventory.read_text().replace(
+            "('host2', {**_common,", "('host2', {**_common, 'ssh_user': 'pwuser', '_sudo': True,"
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "conntune.cli", "audit", str(inventory), "--json"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["host"]: row for row in json.loads(result.stdout)["hosts"]}
+    assert rows["host2"]["verdict"] == "unreachable"
+    assert "sudo asks for a password" in rows["host2"]["reason"], rows["host2"]
+    assert rows["host1"]["verdict"] != "unreachable" and rows["host3"]["verdict"] != "unreachable"
 
 
 def test_wrong_sudo_password_fails_and_no_secret_is_printed(host1, tmp_path):

@@ -109,3 +109,15 @@ def test_an_inventory_that_selects_no_host_is_an_error(command, tmp_path):
 def test_schedule_refuses_a_missing_inventory(tmp_path):
     result = invoke("schedule", str(tmp_path / "nope.py"), "--every", "1h", "--dry-run")
     assert result.exit_code == 2 and "no such inventory file" in result.output, result.output
+
+
+def test_a_broken_inventory_and_an_unwritable_output_are_errors_not_tracebacks(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("hosts = [\n")
+    result = conntune("audit", str(broken))
+    assert result.returncode == 2 and "could not be loaded" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    local = tmp_path / "local.py"
+    local.write_text("hosts = ['@local']\n")
+    result = conntune("reading", str(local), "-o", "/proc/conntune-nope")
+    assert result.returncode == 2 and "/proc/conntune-nope" in result.stderr, result.stderr
