@@ -111,16 +111,24 @@ def files_command(files: dict[str, str | None], enable_unit: bool = False) -> St
     return StringCommand(*bits)
 
 
+# printed when firewall-cmd(1) --check-config refuses firewalld's own configuration
+CONFIG_INVALID = "conntune:firewalld-config-invalid"
+
+
 def restart_firewalld() -> StringCommand:
-    return StringCommand("systemctl", "restart", "firewalld")
+    """
+    ``systemctl restart firewalld``, after ``firewall-cmd --check-config`` passes (where
+    firewall-cmd exists): a configuration firewalld would refuse never takes the firewall down.
+    One command, so a first apply stays within its remote-command budget; a refusal prints
+    ``CONFIG_INVALID`` and restarts nothing.
+    """
+    return StringCommand(
+        "if", "command", "-v", "firewall-cmd", ">/dev/null", "&&", "!",
+        "firewall-cmd", "--check-config", ">&2;", "then", "echo", CONFIG_INVALID + ";", "false;",
+        "else", "systemctl", "restart", "firewalld;", "fi",
+    )  # fmt: skip
 
 
-# firewall-cmd(1) --check-config: exit 0 when firewalld's own configuration is valid. Run before
-# a restart so that a configuration firewalld would refuse never takes the firewall down.
-FIREWALLD_CONFIG_OK = StringCommand(
-    "if", "command", "-v", "firewall-cmd", ">/dev/null;", "then",
-    "firewall-cmd", "--check-config", "2>&1;", "fi",
-)  # fmt: skip
 FIREWALLD_ACTIVE = StringCommand("systemctl", "is-active", "--quiet", "firewalld")
 
 

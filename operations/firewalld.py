@@ -10,16 +10,16 @@ from pyinfra.api import FunctionCommand, StringCommand, operation
 from conntune.changes import live_changes
 from conntune.facts.host import forget_reading, read_host
 from conntune.operations.commands import (
+    CONFIG_INVALID,
     DOCKER_CHAINS,
     FIREWALLD_ACTIVE,
-    FIREWALLD_CONFIG_OK,
     connector_arguments,
     files_command,
     live_command,
     restart_firewalld,
     show_diff,
 )
-from conntune.operations.hostlock import locked
+from conntune.operations.hostlock import locked, release_command
 
 # firewalld before 1.0 (or with CleanupModulesOnExit=yes) unloads nf_conntrack on restart; its
 # ruleset loads it again 3-9 s later (measured on Debian 11, docs/kernel-facts.md §8)
@@ -71,20 +71,21 @@ def _restart_and_verify(
     state, host, sysctls, buckets, docker_chains: bool, flushes: bool, lock, how: dict
 ) -> bool:
     before = read_host(host)  # the reading this run planned from: the state to roll back to
-    status, output = host.run_shell_command(FIREWALLD_CONFIG_OK, **how)
-    if not status:
-        # firewalld would not start again: leave it running; the values are already set live
-        # and in the files, which is all a restart would have checked
-        found = (output.stdout.strip() or output.stderr.strip())[-300:]
+    status, output = host.run_shell_command(
+        locked(restart_firewalld(), lock, release=False if flushes else None), **how
+    )
+    if not status and CONFIG_INVALID in output.stdout:
+        # firewalld would not have started again: it was left running; the values are set
+        # live and in the files, which is all a restart would have checked
+        found = output.stderr.strip()[-300:]
         logger.error(
             f"{host.print_prefix}conntune: firewalld not restarted: `firewall-cmd "
             f"--check-config` fails ({found}); a restart would leave the host without its "
             "firewall. The conntrack values are set; fix firewalld's configuration and run again"
         )
+        if lock is not None and flushes:  # the restart step kept the lease for later steps
+            host.run_shell_command(release_command(lock), **how)
         return False
-    status, output = host.run_shell_command(
-        locked(restart_firewalld(), lock, release=False if flushes else None), **how
-    )
     problem = None if status else f"firewalld restart failed: {output.stderr.strip()}"
     if problem is None and flushes:
         # the restart unloaded nf_conntrack: wait for firewalld's ruleset to load it again,

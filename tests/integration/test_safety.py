@@ -259,6 +259,28 @@ def test_failed_firewalld_restart_rolls_back_files_and_values(host1, tmp_path, f
     assert live(fleet, "host1", UDP) == 10  # back to the value before the failed run
 
 
+def test_an_invalid_firewalld_config_is_never_restarted_into(host1, tmp_path):
+    fleet = host1
+    fleet.ssh("host1", "printf '<zone><broken>' > /etc/firewalld/zones/conntune-test-bad.xml")
+    try:
+        start = fleet.ssh("host1", "systemctl show -p ExecMainStartTimestampMonotonic firewalld")
+        result = run(fleet, tmp_path, "-y", firewalld_restart="always")
+        text = output(result)
+        assert result.returncode == 1, text
+        assert (
+            "[host1] conntune: firewalld not restarted: `firewall-cmd --check-config` fails" in text
+        )
+        after = fleet.ssh("host1", "systemctl show -p ExecMainStartTimestampMonotonic firewalld")
+        assert after.stdout == start.stdout  # left running, never restarted
+        assert (
+            "ActiveState=active"
+            in fleet.ssh("host1", "systemctl show -p ActiveState firewalld").stdout
+        )
+        assert live(fleet, "host1", UDP) == 10  # the values were set before the restart step
+    finally:
+        fleet.ssh("host1", "rm -f /etc/firewalld/zones/conntune-test-bad.xml")
+
+
 def test_later_sysctl_file_is_not_fought_unless_override(host1, tmp_path):
     fleet = host1
     fleet.ssh("host1", f"echo '{UDP} = 45' > /etc/sysctl.d/99-other.conf && sysctl -q -w {UDP}=45")
