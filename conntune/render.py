@@ -108,9 +108,18 @@ def plan_files(facts: HostFacts, out: Plan) -> None:
     out.files[paths.MODULES_LOAD_FILE] = (
         MODULES_LOAD_FILE if sysctl_values and host_kernel else None
     )
+    # the unit keeps CAKE across reboots; without systemd there is nothing to enable it with
+    # (`systemctl enable` would fail after the live values are set): CAKE is set live only
+    keep = out.cake is not None and facts.systemd
     out.files[paths.CAKE_UNIT_FILE] = (
-        cake_unit(out.cake, facts.tools.tc or "/usr/sbin/tc") if out.cake else None
+        cake_unit(out.cake, facts.tools.tc or "/usr/sbin/tc") if keep and out.cake else None
     )
+    if out.cake is not None and not facts.systemd:
+        out.warnings.append(
+            f"CAKE on {out.cake.interface} is set live only: no systemd here for "
+            f"{paths.CAKE_UNIT_FILE}, so it is gone after a reboot (re-run conntune at boot, or "
+            "add the tc command to the host's own network configuration)"
+        )
     # the undo record: each value as it was before conntune first owned it (conntune.original)
     recorded = facts.owned_files.get(paths.ORIGINAL_FILE)
     if recorded is not None or out.sysctls or out.buckets is not None or out.cake is not None:

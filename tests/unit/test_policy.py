@@ -299,3 +299,14 @@ def test_the_cake_unit_names_the_device_as_systemd_does(name):
     else:  # the same, spelled out (systemd's unit_name_escape)
         escaped = "sys-subsystem-net-devices-" + render.systemd_escape(name)
     assert f"BindsTo={escaped}.device" in unit and f"WantedBy={escaped}.device" in unit
+
+
+def test_without_systemd_cake_is_set_live_only_and_says_so():
+    desired = planned(make_facts(systemd=False))
+    assert desired.cake is not None and desired.files[paths.CAKE_UNIT_FILE] is None
+    assert any("set live only" in w and "after a reboot" in w for w in desired.warnings)
+    assert any("no systemd here" in w for w in desired.warnings)  # the sysctl file, too
+    assert desired.files[paths.CAKE_UNIT_FILE] is None
+    with_systemd = planned(make_facts())
+    assert with_systemd.files[paths.CAKE_UNIT_FILE] is not None
+    assert not any("no systemd" in w or "live only" in w for w in with_systemd.warnings)
