@@ -129,8 +129,17 @@ def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErro
         )
         return
     if bandwidth is not None:
-        why = (
-            f"CAKE on {iface}: {format_rate(bandwidth)} set by cake_bandwidth ({s.cake_bandwidth})"
+        # tc keeps whole bytes per second (iproute2 lib/utils_math.c, get_rate64: "bps /= 8"),
+        # and a CAKE bandwidth of 0 is unlimited (tc-cake(8)): a share can resolve below that
+        if bandwidth < 8:
+            errors.append(SettingError("cake_bandwidth", (
+                f"{s.cake_bandwidth} of {iface}'s {speed} Mbit/s is {bandwidth} bit/s: below 8bit "
+                "tc would store 0 bytes/s, which CAKE reads as unlimited"
+            )))  # fmt: skip
+            return
+        kept = bandwidth - bandwidth % 8
+        why = f"CAKE on {iface}: {format_rate(kept)} set by cake_bandwidth ({s.cake_bandwidth})" + (
+            "" if kept == bandwidth else ", floored to whole bytes per second as tc keeps it"
         )
         if speed is not None and bandwidth > speed * 10**6:
             out.warnings.append(
@@ -147,8 +156,7 @@ def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErro
             f"CAKE on {iface}: {format_rate(bandwidth)}, the link speed the NIC reports (the "
             "blog's 1024mbit on 1 GbE was above line rate)"
         )
-    # tc keeps whole bytes per second (iproute2 lib/utils_math.c, get_rate64: "bps /= 8"): a rate
-    # that is not a multiple of 8 bit/s would read back lower and drift on every run
+    # a rate that is not a multiple of 8 bit/s would read back lower and drift on every run
     bandwidth -= bandwidth % 8
     kind = _kind(facts, s, out, iface, bandwidth)
     if kind is None:

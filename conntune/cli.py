@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +23,7 @@ from conntune.hostfacts import HostFacts
 from conntune.hypothetical import hypothetical
 from conntune.plan import Plan
 from conntune.policy import plan
-from conntune.pyinfra_api import NoHosts, parse_data_value
+from conntune.pyinfra_api import NoHosts, inventory_host_names, parse_data_value
 from conntune.readings import load_reading, read_this_machine
 from conntune.report import write_atomically
 from conntune.schedule import Schedule, conntune_command
@@ -203,10 +203,10 @@ def reading_cli(inventory, limit, out_dir, verbose) -> None:
     _logging(verbose)
     try:  # before any host is read: a reading that cannot be saved is not worth taking
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
     except OSError as error:
         raise click.BadParameter(f"{out_dir}: {error.strerror}", param_hint="-o") from None
-    if not os.access(out_dir, os.W_OK):
-        raise click.BadParameter(f"{out_dir}: not writable", param_hint="-o")
     saved, failed = fleet.save_readings(inventory, Path(out_dir), limit=list(limit) or None)
     for name, path in saved.items():
         click.echo(f"{name}: {path}")
@@ -359,8 +359,13 @@ def watch_command(inventory, limit, interval, once, as_json) -> None:
               show_default=True, help="Prometheus textfile the reconcile writes.")  # fmt: skip
 def schedule_command(inventory, every, check, user, dry_run, remove, executable, metrics_file):
     """Run `conntune reconcile INVENTORY` from a systemd timer on this controller."""
-    if not remove and not Path(inventory).is_file():  # the timer would fail on every run
-        raise click.BadParameter(f"{inventory}: no such inventory file", param_hint="INVENTORY")
+    if not remove:  # a timer whose inventory does not load would fail on every run
+        if not Path(inventory).is_file():
+            raise click.BadParameter(f"{inventory}: no such inventory file", param_hint="INVENTORY")
+        try:
+            inventory_host_names(inventory)
+        except NoHosts as error:
+            raise click.BadParameter(str(error), param_hint="INVENTORY") from None
     state_dir = (Path.home() / ".local/state/conntune") if user else Path("/var/lib/conntune")
     plan_ = Schedule(
         inventory=Path(inventory).resolve(),

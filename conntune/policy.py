@@ -7,10 +7,11 @@ conflicts (neighbours), firewalld, render (the files), undo.
 
 from __future__ import annotations
 
-from conntune import conflicts, profiles, render, sizing, timeouts, undo
+from conntune import conflicts, paths, profiles, render, sizing, timeouts, undo
 from conntune import firewalld as firewalld_policy
 from conntune.cake import plan_cake
 from conntune.hostfacts import BUCKETS_KEY, MAX_KEY, HostFacts
+from conntune.original import released_timeouts
 from conntune.plan import Plan
 from conntune.settings import InvalidSettings, SettingError, Settings
 
@@ -32,7 +33,8 @@ def plan(facts: HostFacts, settings: Settings) -> Plan:
         undo.plan_absent(facts, result)
     else:
         profile = profiles.PROFILES[settings.conntrack_timeout_profile]
-        managed = [MAX_KEY, BUCKETS_KEY, *profile, *settings.conntrack_timeouts]
+        managed = [MAX_KEY, BUCKETS_KEY, *profile, *settings.conntrack_timeouts,
+                   *released_timeouts(facts, paths.SYSCTL_FILE)]  # fmt: skip
         found = conflicts.find(facts, managed, settings.conntune_override_conflicts)
         sizing.plan_sizing(facts, settings, result, errors, found)
         timeouts.plan_timeouts(facts, settings, result, found)
@@ -43,6 +45,11 @@ def plan(facts: HostFacts, settings: Settings) -> Plan:
         _explain_conflicts(facts, result, found)
         render.plan_files(facts, result)
     firewalld_policy.plan_firewalld(facts, settings, result)
+    if facts.uid not in (0, None):
+        result.warnings.append(
+            f"read as uid {facts.uid}: a real run needs root (set _sudo: True); a dry run of this "
+            "host fails after showing its changes"
+        )
     return result
 
 

@@ -17,7 +17,7 @@ from fnmatch import fnmatch
 import gevent
 import pyinfra
 import pyinfra.connectors.util
-from pyinfra.api import BaseStateCallback, Config, State, StringCommand
+from pyinfra.api import BaseStateCallback, Config, Inventory, State, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
@@ -115,8 +115,48 @@ def _never_prompt(prompt: str) -> str:
     )
 
 
+def _why(error: BaseException) -> str:
+    """An exception's message; pyinfra's wrapper for an inventory's own exception has a broken
+    ``__str__`` (no ``message`` attribute), so fall back to its cause."""
+    for candidate in (error, error.__cause__, error.__context__):
+        if candidate is None:
+            continue
+        try:
+            text = str(candidate)
+        except Exception:
+            continue
+        if text:
+            return text if candidate is error else f"{type(candidate).__name__}: {text}"
+    return type(error).__name__
+
+
 class NoHosts(ValueError):
     """The inventory (with ``--limit``) selects no host: a typo, not an empty success."""
+
+
+def load_inventory(inventory: str, cwd: str, data: dict[str, object] | None = None) -> Inventory:
+    """The inventory as the pyinfra CLI loads it; ``NoHosts`` when it cannot be loaded."""
+    if inventory.endswith(".py") and not os.path.exists(inventory):
+        # pyinfra would try the path as a host name (and its resolver fails on a long one)
+        raise NoHosts(f"{inventory}: no such inventory file")
+    try:
+        loaded = make_inventory(inventory, cwd=cwd, override_data=data or {})
+    except UnicodeError:  # not a host name either (pyinfra_cli.inventory._resolves_to_host)
+        raise NoHosts(f"{inventory}: neither an inventory file nor a host name") from None
+    except Exception as error:  # the inventory's own Python failed (pyinfra wraps SyntaxError...)
+        raise NoHosts(f"{inventory}: the inventory could not be loaded: {_why(error)}") from None
+    return loaded
+
+
+def inventory_host_names(inventory: str) -> list[str]:
+    """The hosts an inventory lists, without connecting; ``NoHosts`` when there are none."""
+    state = State(check_for_changes=False)
+    state.cwd = os.getcwd()
+    with ctx_state.use(state):
+        names = [host.name for host in load_inventory(inventory, state.cwd)]
+    if not names:
+        raise NoHosts(f"{inventory}: no hosts (not an inventory file, or one that lists none)")
+    return names
 
 
 def open_fleet(
@@ -139,15 +179,7 @@ def open_fleet(
     state = State(check_for_changes=False)
     state.cwd = os.getcwd()
     ctx_state.set(state)
-    if inventory.endswith(".py") and not os.path.exists(inventory):
-        # pyinfra would try the path as a host name (and its resolver fails on a long one)
-        raise NoHosts(f"{inventory}: no such inventory file")
-    try:
-        loaded = make_inventory(inventory, cwd=state.cwd, override_data=data or {})
-    except UnicodeError:  # not a host name either (pyinfra_cli.inventory._resolves_to_host)
-        raise NoHosts(f"{inventory}: neither an inventory file nor a host name") from None
-    except Exception as error:  # the inventory's own Python failed (pyinfra wraps SyntaxError...)
-        raise NoHosts(f"{inventory}: the inventory could not be loaded: {error}") from None
+    loaded = load_inventory(inventory, state.cwd, data)
     for host in loaded:
         if host.data.get("ssh_strict_host_key_checking") is None:
             host.data.ssh_strict_host_key_checking = "yes"
@@ -197,7 +229,7 @@ def read_fleet(
         except Exception as error:  # any failure reading one host must not hide the others
             return f"could not read the host: {error or type(error).__name__}"
         if not facts.complete:
-            return "could not read the host: the reading command failed (sudo? see the log)"
+            return "could not read the host: " + "; ".join(facts.unreadable[-1:])
         remember_reading(host, facts)
         return facts
 

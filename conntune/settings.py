@@ -269,10 +269,10 @@ def _unknown_key(key: str) -> SettingError | None:
     """A key that is not a setting but looks like one (a prefix, or a near spelling)."""
     if key in SPECS:
         return None
-    near = difflib.get_close_matches(key, SPECS, n=1, cutoff=0.85)
+    near = difflib.get_close_matches(key.lower().replace("-", "_"), SPECS, n=1, cutoff=0.85)
     if near:
         return SettingError(key, f"unknown setting: did you mean {near[0]}?")
-    if key.startswith(_PREFIXES):
+    if key.lower().startswith(_PREFIXES):
         return SettingError(key, "unknown setting (see inventories/group_data/all.py)")
     return None
 

@@ -5,8 +5,9 @@ take (a knob its kernel lacks, a read-only /proc/sys) and what another party kee
 
 from __future__ import annotations
 
-from conntune import profiles
+from conntune import paths, profiles
 from conntune.hostfacts import HostFacts
+from conntune.original import released_timeouts
 from conntune.plan import Conflict, Plan
 from conntune.settings import Settings
 
@@ -26,6 +27,10 @@ def read_only_reason(facts: HostFacts, key: str) -> str:
 
 def plan_timeouts(facts: HostFacts, s: Settings, out: Plan, conflicts: dict[str, Conflict]) -> None:
     wanted = {**profiles.PROFILES[s.conntrack_timeout_profile], **s.conntrack_timeouts}
+    released = {
+        k: v for k, v in released_timeouts(facts, paths.SYSCTL_FILE).items() if k not in wanted
+    }
+    wanted.update(released)
     if facts.conntrack_loaded:
         for key in [key for key in wanted if key not in facts.sysctls]:
             out.warnings.append(f"{key} does not exist on this kernel: skipped")
@@ -50,6 +55,11 @@ def plan_timeouts(facts: HostFacts, s: Settings, out: Plan, conflicts: dict[str,
         if key in wanted and conflict.wins:
             del wanted[key]
     out.timeouts = wanted
+    for key in [key for key in released if key in wanted]:
+        out.reasons.append(
+            f"{key}: no longer asked for; back to {released[key]}, its value before conntune "
+            f"first set it (recorded in {paths.ORIGINAL_FILE}; `conntune revert` drops it)"
+        )
     if wanted:
         overrides = (
             f", {len(s.conntrack_timeouts)} set by conntrack_timeouts"

@@ -29,6 +29,13 @@ def plan_absent(facts: HostFacts, out: Plan) -> None:
         if kind not in ("cake", "cake_mq") and current is not None and current.is_cake:
             out.cake_remove = iface
     out.files = {path: None for path in paths.OWNED_FILES}
+    if original.skipped:  # keep the record, so that whoever edited it can see what was left
+        out.files[paths.ORIGINAL_FILE] = original_text
+        out.warnings.append(
+            f"{paths.ORIGINAL_FILE}: not restored, not a value conntune records or one the kernel "
+            f"would refuse: {'; '.join(repr(line) for line in original.skipped)}. The record is "
+            "kept; fix or remove those lines"
+        )
     out.reasons.append(
         "conntune_state: absent: remove conntune's files and CAKE, restore "
         f"{len(original.sysctls) + (original.buckets is not None)} recorded live values"

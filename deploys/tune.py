@@ -86,8 +86,9 @@ def _locks(facts: HostFacts, desired: Plan, wait: int) -> dict[str, dict | None]
 def tune() -> None:
     """Tune this host's conntrack table, timeouts and CAKE qdisc as its host data asks."""
     facts = read_host(host)
-    if not facts.complete:  # pyinfra has printed why (sudo, SSH...)
-        reason = "could not read the host (see the error above); nothing was changed"
+    if not facts.complete:  # pyinfra may have printed more (SSH, sudo...)
+        why = "; ".join(facts.unreadable[-1:]) or "the reading command failed"
+        reason = f"could not read the host: {why}; nothing was changed"
         logger.error(f"{host.print_prefix}conntune: {reason}")
         _refuse("Refuse: the host could not be read", [reason])
         return
@@ -109,11 +110,7 @@ def tune() -> None:
             logger.info(f"{host.print_prefix}conntune: {reason}")
 
     if facts.uid not in (0, None):  # fails the host before any change, in a dry run too
-        logger.error(
-            f"{host.print_prefix}conntune: reading as uid {facts.uid}: a real run needs root "
-            "(set _sudo: True)"
-        )
-        state.failed_hosts.add(ctx_host.get())
+        state.failed_hosts.add(ctx_host.get())  # the plan's warnings said why
         guards.require_root(name="Check for root", uid=facts.uid)
     lock = _locks(facts, desired, settings.conntune_lock_wait)
     conntrack.conntrack_live(

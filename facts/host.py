@@ -67,7 +67,15 @@ def read_host(host: Host, fresh: bool = False) -> HostFacts:
     """
     cached = getattr(host, _READING, None)
     if cached is None or fresh:
-        cached = host.get_fact(ConntuneHost, _ignore_errors=True)
+        try:
+            cached = host.get_fact(ConntuneHost, _ignore_errors=True)
+        except EOFError:  # pyinfra's sudo password prompt (getpass) with no terminal to ask on
+            cached = HostFacts()
+            cached.unreadable.append(
+                "sudo asks for a password and there is no terminal to type it: give "
+                "_sudo_password in the host data, run pyinfra with --use-sudo-password, or let "
+                "this user run sudo without one (NOPASSWD)"
+            )
         setattr(host, _READING, cached)
     return cached
 

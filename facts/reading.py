@@ -113,6 +113,13 @@ def reading_format(text: str) -> int:
     return version
 
 
+# the reading has no "end" section: the command failed (sudo, SSH) or its output was truncated
+CUT_SHORT = (
+    "the host reading failed or was cut short (no 'end' section; pyinfra's error, if any, is "
+    "above; `conntune reading` saves what the host answered)"
+)
+
+
 def host_facts(text: str) -> HostFacts:
     """Build ``HostFacts`` from a reading. Never raises on odd output."""
     s = split_sections(text)
@@ -242,5 +249,5 @@ def host_facts(text: str) -> HostFacts:
 
     facts.complete = "end" in s
     if not facts.complete:
-        unreadable.append("host reading was cut short")
+        unreadable.append(CUT_SHORT)
     return facts

@@ -136,6 +136,23 @@ def test_a_host_that_cannot_be_read_fails_alone(fleet, tmp_path):
         reset(fleet, name)
 
 
+def test_a_dry_run_with_a_host_whose_sudo_wants_a_password_fails_that_host_alone(fleet, tmp_path):
+    # no terminal (a CI gate): pyinfra's password prompt has no one to ask
+    add_password_sudo_user(fleet, "host2")
+    inventory = fleet.write_inventory(tmp_path / "inventory.py")
+    inventory.write_text(
+        inventory.read_text().replace(
+            "('host2', {**_common,", "('host2', {**_common, 'ssh_user': 'pwuser', '_sudo': True,"
+        )
+    )
+    result = fleet.pyinfra("deploy.py", "--dry", "--diff", inventory=inventory)
+    text = output(result)
+    assert result.returncode == 1, text
+    assert "[host2] conntune: could not read the host: sudo asks for a password" in text
+    assert "Traceback" not in text
+    assert "[host1]   create" in text or "[host1]   modify" in text or "→" in text  # host1's diff
+
+
 def test_a_fleet_job_never_prompts_for_a_sudo_password(fleet, tmp_path):
     # cron has no terminal: pyinfra's own prompt would die on EOF with an empty message
     add_password_sudo_user(fleet, "host2")

@@ -289,6 +289,14 @@ MATRIX = [
         "conntrack_timeouts.net.netfilter.nf_conntrack_udp_timeout",
         "give it once",
     ),
+    (
+        "a share that resolves below 8bit",
+        {"cake_bandwidth": "0.0000001%"},
+        {},
+        "cake_bandwidth",
+        "below 8bit",
+    ),
+    ("capitals are not a setting", {"CONNTRACK_MAX": 1}, {}, "CONNTRACK_MAX", "did you mean"),
     # --- the host itself
     ("sysctl missing", {}, {"sysctl_path": None}, "sysctl", "not installed"),
     (

@@ -10,7 +10,7 @@ import pytest
 
 from conntune import paths
 from conntune.facts import reading
-from conntune.facts.reading import host_facts, script, split_sections
+from conntune.facts.reading import CUT_SHORT, host_facts, script, split_sections
 from conntune.hostfacts import MAX_KEY
 
 
@@ -33,7 +33,7 @@ def test_script_reads_this_machine():
         assert facts.conntrack_loaded
         assert "entries" in facts.stats.counters
     assert set(facts.owned_files) == set(paths.OWNED_FILES)
-    assert "host reading was cut short" not in facts.unreadable
+    assert CUT_SHORT not in facts.unreadable
 
 
 @pytest.mark.skipif(
@@ -64,7 +64,7 @@ def test_script_unprivileged_says_what_it_could_not_read():
 def test_odd_output_never_crashes(output):
     facts = host_facts(output)
     assert facts.mem_bytes is None
-    assert "host reading was cut short" in facts.unreadable
+    assert CUT_SHORT in facts.unreadable
 
 
 def test_file_sections_keep_content_exactly():

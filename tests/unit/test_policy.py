@@ -310,3 +310,50 @@ def test_without_systemd_cake_is_set_live_only_and_says_so():
     with_systemd = planned(make_facts())
     assert with_systemd.files[paths.CAKE_UNIT_FILE] is not None
     assert not any("no systemd" in w or "live only" in w for w in with_systemd.warnings)
+
+
+def test_the_plan_explains_the_rate_tc_will_keep():
+    desired = planned(cake_bandwidth="9bit")
+    assert desired.cake.bandwidth_bit == 8
+    assert any(
+        "8bit set by cake_bandwidth (9bit), floored to whole bytes" in r for r in desired.reasons
+    )
+
+
+def test_an_undo_writes_only_recorded_values_the_kernel_takes_and_names_the_rest():
+    from conntune.original import original_record
+
+    fresh = make_facts()
+    record = original_record(fresh, planned(fresh))
+    tampered = record + (
+        "garbage line\n"
+        f"{profiles.P}udp_timeout = abc\n"
+        f"{profiles.P}tcp_timeout_close_wait = 60; touch /tmp/PWN\n"
+        "net.netfilter.nf_conntrack_bogus = 5\n"
+        f"{profiles.P}udp_timeout = 0\n"
+    )
+    applied = converged(fresh, planned(fresh))
+    applied.owned_files[paths.ORIGINAL_FILE] = tampered
+    undo = planned(applied, conntune_state="absent")
+    assert undo.timeouts[f"{profiles.P}udp_timeout"] == 30  # the recorded value, not 0 or abc
+    assert f"{profiles.P}tcp_timeout_close_wait" in undo.timeouts
+    close_wait = f"{profiles.P}tcp_timeout_close_wait"
+    assert undo.timeouts[close_wait] == fresh.sysctls[close_wait]  # the line as recorded
+    assert "net.netfilter.nf_conntrack_bogus" not in undo.timeouts
+    warning = next(w for w in undo.warnings if "not restored" in w)
+    for line in ("garbage line", "= abc", "touch /tmp/PWN", "nf_conntrack_bogus = 5", "= 0"):
+        assert line in warning, line
+    assert undo.files[paths.ORIGINAL_FILE] == tampered  # kept for whoever edited it
+
+
+def test_a_timeout_no_longer_asked_for_goes_back_to_its_value_before_conntune():
+    udp = f"{profiles.P}udp_timeout"
+    first = planned(conntrack_timeout_profile="kernel", conntrack_timeouts={"udp_timeout": 45})
+    applied = converged(make_facts(), first)
+    assert applied.sysctls[udp] == 45 and f"{udp} = 45" in applied.owned_files[paths.SYSCTL_FILE]
+    later = planned(applied, conntrack_timeout_profile="kernel")
+    assert later.timeouts[udp] == 30  # its value before conntune, not 45 until the next boot
+    assert any(f"{udp}: no longer asked for; back to 30" in r for r in later.reasons)
+    assert drift(applied, later)  # the audit sees it too
+    settled = converged(applied, later)
+    assert drift(settled, planned(settled, conntrack_timeout_profile="kernel")) == []
