@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 `pyinfra` with the two changes proposed for the deploy path patched in, so the benchmark can
-show what they would give before they are made (bench/README-speed.md, "Proposed"). A third,
+show what they would give before they are made (README.md, "Speed"). A third,
 the reading's output buffered on the host, landed in facts/reading.py (``reading_command``).
 
 1. paramiko polling each idle connection every 2 s, not every 0.1 s (what

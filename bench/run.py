@@ -74,7 +74,8 @@ KINDS = {
     "systemd": Kind(
         "systemd", "local/conntune-testhost:latest",
         ("--privileged", "--tmpfs", "/run", "--tmpfs", "/run/lock"),
-        "systemd + sshd + firewalld (a first apply restarts firewalld)",
+        "systemd + sshd + firewalld (no module options file in a container, so a first apply "
+        "restarts no firewalld; the floor's exec restart firewalld is what one costs)",
     ),
     "sshd": Kind(
         "sshd", "local/conntune-benchhost:latest", ("--privileged", "--init"),
