@@ -11,7 +11,7 @@ from conntune.hostfacts import HostFacts
 from conntune.plan import CakePlan, Plan
 from conntune.qdisc import Qdisc
 from conntune.settings import SettingError, Settings
-from conntune.units import format_rate
+from conntune.units import TC_MIN_RATE_BIT, format_rate
 
 
 def tc_arguments(cake: CakePlan, verb: str = "replace") -> list[str]:
@@ -129,9 +129,7 @@ def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErro
         )
         return
     if bandwidth is not None:
-        # tc keeps whole bytes per second (iproute2 lib/utils_math.c, get_rate64: "bps /= 8"),
-        # and a CAKE bandwidth of 0 is unlimited (tc-cake(8)): a share can resolve below that
-        if bandwidth < 8:
+        if bandwidth < TC_MIN_RATE_BIT:  # a share of the link can resolve below it
             errors.append(SettingError("cake_bandwidth", (
                 f"{s.cake_bandwidth} of {iface}'s {speed} Mbit/s is {bandwidth} bit/s: below 8bit "
                 "tc would store 0 bytes/s, which CAKE reads as unlimited"

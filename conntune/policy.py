@@ -33,11 +33,11 @@ def plan(facts: HostFacts, settings: Settings) -> Plan:
         undo.plan_absent(facts, result)
     else:
         profile = profiles.PROFILES[settings.conntrack_timeout_profile]
-        managed = [MAX_KEY, BUCKETS_KEY, *profile, *settings.conntrack_timeouts,
-                   *released_timeouts(facts, paths.SYSCTL_FILE)]  # fmt: skip
+        released = released_timeouts(facts, paths.SYSCTL_FILE)
+        managed = [MAX_KEY, BUCKETS_KEY, *profile, *settings.conntrack_timeouts, *released]
         found = conflicts.find(facts, managed, settings.conntune_override_conflicts)
         sizing.plan_sizing(facts, settings, result, errors, found)
-        timeouts.plan_timeouts(facts, settings, result, found)
+        timeouts.plan_timeouts(facts, settings, result, found, released)
         plan_cake(facts, settings, result, errors)
         if errors:
             raise InvalidSettings(errors)

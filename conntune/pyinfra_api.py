@@ -30,7 +30,12 @@ from pyinfra.context import ctx_host, ctx_state
 from pyinfra_cli.inventory import make_inventory
 from pyinfra_cli.util import parse_cli_arg
 
-from conntune.facts.host import ConntuneHost, cached_reading, remember_reading
+from conntune.facts.host import (
+    SUDO_PASSWORD_NEEDED,
+    ConntuneHost,
+    cached_reading,
+    remember_reading,
+)
 from conntune.facts.reading import buffered
 from conntune.hostfacts import HostFacts
 
@@ -109,10 +114,7 @@ class SudoPasswordRequired(RuntimeError):
 
 
 def _never_prompt(prompt: str) -> str:
-    raise SudoPasswordRequired(
-        "sudo asks for a password: give it in the host data (_sudo_password), or let this user "
-        "run sudo without one (NOPASSWD); conntune's fleet commands never prompt"
-    )
+    raise SudoPasswordRequired(SUDO_PASSWORD_NEEDED)
 
 
 def _why(error: BaseException) -> str:

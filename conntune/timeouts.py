@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from conntune import paths, profiles
 from conntune.hostfacts import HostFacts
-from conntune.original import released_timeouts
 from conntune.plan import Conflict, Plan
 from conntune.settings import Settings
 
@@ -25,11 +24,19 @@ def read_only_reason(facts: HostFacts, key: str) -> str:
     return "they are read-only here"
 
 
-def plan_timeouts(facts: HostFacts, s: Settings, out: Plan, conflicts: dict[str, Conflict]) -> None:
+def plan_timeouts(
+    facts: HostFacts,
+    s: Settings,
+    out: Plan,
+    conflicts: dict[str, Conflict],
+    released: dict[str, int] | None = None,
+) -> None:
+    """
+    The profile plus the overrides; ``released`` (``original.released_timeouts``) are the
+    timeouts conntune set before and no longer asked for, each with its value before conntune.
+    """
     wanted = {**profiles.PROFILES[s.conntrack_timeout_profile], **s.conntrack_timeouts}
-    released = {
-        k: v for k, v in released_timeouts(facts, paths.SYSCTL_FILE).items() if k not in wanted
-    }
+    released = {k: v for k, v in (released or {}).items() if k not in wanted}
     wanted.update(released)
     if facts.conntrack_loaded:
         for key in [key for key in wanted if key not in facts.sysctls]:

@@ -23,6 +23,10 @@ _RATE_UNITS = {
     "gbps": 8 * 10**9,
 }
 
+# tc keeps whole bytes per second (iproute2 lib/utils_math.c, get_rate64: "bps /= 8"), and a
+# CAKE bandwidth of 0 means unlimited (tc-cake(8)): a rate below this would shape nothing
+TC_MIN_RATE_BIT = 8
+
 # Above the fastest Ethernet in service; anything larger is a typo (10tbit), not a link.
 MAX_RATE_BIT = 800 * 10**9
 
@@ -70,9 +74,7 @@ def parse_rate_bit(value: object) -> int:
     bits = round(number * _RATE_UNITS[unit])
     if bits <= 0:
         raise ValueError(f"{value!r}: a rate must be above zero")
-    if bits < 8:
-        # tc keeps whole bytes per second (iproute2 tc/tc_util.c get_rate64: bps /= 8), and a
-        # CAKE bandwidth of 0 means unlimited (tc-cake(8))
+    if bits < TC_MIN_RATE_BIT:
         raise ValueError(
             f"{value!r} is below 8bit: tc would store 0 bytes/s, which CAKE reads as unlimited"
         )

@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 from pyinfra.context import ctx_host
 
 from conntune import paths
-from conntune.changes import Kind, drift
+from conntune.changes import Change, Kind, drift
 from conntune.facts.host import read_host
 from conntune.hostfacts import HostFacts
 from conntune.operations import cake, conntrack, files, firewalld, guards
@@ -24,7 +24,9 @@ from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
 
 
-def restart_cause(facts: HostFacts, desired: Plan) -> str | None:
+def restart_cause(
+    facts: HostFacts, desired: Plan, changes: list[Change] | None = None
+) -> str | None:
     """
     Why this run restarts firewalld, or ``None`` when it does not. ``always``: asked for.
     ``on-change``: the module options file changes, the one file that acts through firewalld
@@ -37,34 +39,36 @@ def restart_cause(facts: HostFacts, desired: Plan) -> str | None:
         return "firewalld_restart: always"
     if desired.firewalld_restart != "on-change":
         return None
-    changed = [c for c in drift(facts, desired) if c.kind is Kind.FILE]
-    if any(change.name == paths.MODPROBE_FILE for change in changed):
+    changes = drift(facts, desired) if changes is None else changes
+    if any(c.kind is Kind.FILE and c.name == paths.MODPROBE_FILE for c in changes):
         return f"{paths.MODPROBE_FILE} changes"
     return None
 
 
-def restarts_firewalld(facts: HostFacts, desired: Plan) -> bool:
-    """Whether this run restarts firewalld (``restart_cause``)."""
-    return restart_cause(facts, desired) is not None
+def _fails_here() -> None:
+    """Mark this host failed now, so that a dry run (with or without ``-y``) exits non-zero."""
+    # pyinfra's CLI exits 1 when state.failed_hosts is not empty. The set alone (not
+    # state.fail_hosts) keeps the other hosts' change detection going; -y skips change
+    # detection, so it is marked here, when the deploy is prepared, not in an operation.
+    state.failed_hosts.add(ctx_host.get())
 
 
 def _refuse(name: str, errors: list[str]) -> None:
-    """Fail this host before any change; a dry run (with or without ``-y``) exits non-zero too."""
-    # pyinfra's CLI exits 1 when state.failed_hosts is not empty. The set alone (not
-    # state.fail_hosts) keeps the other hosts' change detection going; -y skips change
-    # detection, so it is marked here, when the deploy is prepared, not in the operation.
-    state.failed_hosts.add(ctx_host.get())
+    """Fail this host before any change, with the reasons."""
+    _fails_here()
     guards.refuse(name=name, errors=errors)
 
 
-def _locks(facts: HostFacts, desired: Plan, wait: int) -> dict[str, dict | None]:
+def _locks(
+    facts: HostFacts, desired: Plan, changes: list[Change], restart: bool, wait: int
+) -> dict[str, dict | None]:
     """The host lock for each write step that will run; the last of them releases it."""
-    kinds = {change.kind for change in drift(facts, desired)}
+    kinds = {change.kind for change in changes}
     steps = {
         "live": bool(kinds & {Kind.MODULE, Kind.BUCKETS, Kind.SYSCTL}),
         "files": bool(kinds & {Kind.FILE, Kind.UNIT}),
         "qdisc": Kind.QDISC in kinds,
-        "firewalld": restarts_firewalld(facts, desired),
+        "firewalld": restart,
     }
     running = [step for step, runs in steps.items() if runs]
     if facts.tools.flock is None:
@@ -110,9 +114,11 @@ def tune() -> None:
             logger.info(f"{host.print_prefix}conntune: {reason}")
 
     if facts.uid not in (0, None):  # fails the host before any change, in a dry run too
-        state.failed_hosts.add(ctx_host.get())  # the plan's warnings said why
+        _fails_here()  # the plan's warnings said why
         guards.require_root(name="Check for root", uid=facts.uid)
-    lock = _locks(facts, desired, settings.conntune_lock_wait)
+    changes = drift(facts, desired)
+    cause = restart_cause(facts, desired, changes)
+    lock = _locks(facts, desired, changes, cause is not None, settings.conntune_lock_wait)
     conntrack.conntrack_live(
         name="Set live conntrack values",
         sysctls=desired.sysctls,
@@ -137,7 +143,6 @@ def tune() -> None:
         )
     # Live values are applied directly above: since firewalld 1.0 a restart no longer reloads
     # nf_conntrack (CleanupModulesOnExit=no), so it is needed only to re-read changed files.
-    cause = restart_cause(facts, desired)
     if cause is not None:
         firewalld.firewalld_restart(
             name=f"Restart firewalld ({cause}) and verify",

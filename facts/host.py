@@ -50,6 +50,13 @@ class ConntuneHost(FactBase[HostFacts]):
 
 
 _READING = "_conntune_reading"
+# pyinfra asks for a sudo password with getpass() when sudo says it needs one
+# (pyinfra/connectors/util.py, execute_command_with_sudo_retry); conntune never lets it hang
+SUDO_PASSWORD_NEEDED = (
+    "sudo asks for a password and conntune will not prompt for it: give _sudo_password in the "
+    "host data, run pyinfra with --use-sudo-password, or let this user run sudo without one "
+    "(NOPASSWD)"
+)
 
 
 def read_host(host: Host, fresh: bool = False) -> HostFacts:
@@ -71,11 +78,7 @@ def read_host(host: Host, fresh: bool = False) -> HostFacts:
             cached = host.get_fact(ConntuneHost, _ignore_errors=True)
         except EOFError:  # pyinfra's sudo password prompt (getpass) with no terminal to ask on
             cached = HostFacts()
-            cached.unreadable.append(
-                "sudo asks for a password and there is no terminal to type it: give "
-                "_sudo_password in the host data, run pyinfra with --use-sudo-password, or let "
-                "this user run sudo without one (NOPASSWD)"
-            )
+            cached.unreadable.append(SUDO_PASSWORD_NEEDED)
         setattr(host, _READING, cached)
     return cached
 

@@ -113,18 +113,23 @@ def add_password_sudo_user(fleet, name: str) -> None:
     )
 
 
-def test_a_host_that_cannot_be_read_fails_alone(fleet, tmp_path):
-    for name in ("host1", "host2", "host3"):
-        reset(fleet, name)
+def password_sudo_inventory(fleet, tmp_path, extra: str = ""):
+    """The fleet's inventory with host2 reached as pwuser, whose sudo wants a password."""
     add_password_sudo_user(fleet, "host2")
     inventory = fleet.write_inventory(tmp_path / "inventory.py")
     inventory.write_text(
         inventory.read_text().replace(
             "('host2', {**_common,",
-            "('host2', {**_common, 'ssh_user': 'pwuser', '_sudo': True, "
-            "'_sudo_password': 'Wrong-Secret-0815',",
+            f"('host2', {{**_common, 'ssh_user': 'pwuser', '_sudo': True,{extra}",
         )
     )
+    return inventory
+
+
+def test_a_host_that_cannot_be_read_fails_alone(fleet, tmp_path):
+    for name in ("host1", "host2", "host3"):
+        reset(fleet, name)
+    inventory = password_sudo_inventory(fleet, tmp_path, " '_sudo_password': 'Wrong-Secret-0815',")
     before = snapshot(fleet, "host2")
     result = fleet.pyinfra("deploy.py", "-y", inventory=inventory)
     text = output(result)
@@ -138,13 +143,7 @@ def test_a_host_that_cannot_be_read_fails_alone(fleet, tmp_path):
 
 def test_a_dry_run_with_a_host_whose_sudo_wants_a_password_fails_that_host_alone(fleet, tmp_path):
     # no terminal (a CI gate): pyinfra's password prompt has no one to ask
-    add_password_sudo_user(fleet, "host2")
-    inventory = fleet.write_inventory(tmp_path / "inventory.py")
-    inventory.write_text(
-        inventory.read_text().replace(
-            "('host2', {**_common,", "('host2', {**_common, 'ssh_user': 'pwuser', '_sudo': True,"
-        )
-    )
+    inventory = password_sudo_inventory(fleet, tmp_path)
     result = fleet.pyinfra("deploy.py", "--dry", "--diff", inventory=inventory)
     text = output(result)
     assert result.returncode == 1, text
@@ -155,13 +154,7 @@ def test_a_dry_run_with_a_host_whose_sudo_wants_a_password_fails_that_host_alone
 
 def test_a_fleet_job_never_prompts_for_a_sudo_password(fleet, tmp_path):
     # cron has no terminal: pyinfra's own prompt would die on EOF with an empty message
-    add_password_sudo_user(fleet, "host2")
-    inventory = fleet.write_inventory(tmp_path / "inventory.py")
-    inventory.write_text(
-        inventory.read_text().replace(
-            "('host2', {**_common,", "('host2', {**_common, 'ssh_user': 'pwuser', '_sudo': True,"
-        )
-    )
+    inventory = password_sudo_inventory(fleet, tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "conntune.cli", "audit", str(inventory), "--json"],
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,

@@ -281,14 +281,14 @@ def test_replayed_reading_with_settings(name, settings, expected):
     check(name, settings, expected)
 
 
-def fake_inventory(tmp_path: Path, name: str) -> Path:
+def fake_inventory(tmp_path: Path, reading: str, data: dict | None = None) -> Path:
+    """One ``@fake/host`` answering the reading command with ``reading``, with host ``data``."""
     inventory = tmp_path / "inventory.py"
     inventory.write_text(
-        "from pathlib import Path\n"
-        f"reading = Path({str(READINGS / f'{name}.reading')!r}).read_text()\n"
+        f"reading = {reading!r}\n"
         "# the reading script is the only command a dry run sends\n"
         "hosts = [('@fake/host', {'fake_responses': {'section format': reading},"
-        " 'fake_delay': 0})]\n"
+        f" 'fake_delay': 0, **{data or {}!r}}})]\n"
     )
     return inventory
 
@@ -298,7 +298,8 @@ def test_plan_and_deploy_agree(name, tmp_path):
     """The deploy's dry run prints exactly the plan's changes, warnings and refusals."""
     _, plan = conntune("plan", "--reading", str(READINGS / f"{name}.reading"), "--json")
     run = subprocess.run(
-        [sys.executable, "-m", "pyinfra", str(fake_inventory(tmp_path, name)), "deploy.py",
+        [sys.executable, "-m", "pyinfra",
+         str(fake_inventory(tmp_path, (READINGS / f"{name}.reading").read_text())), "deploy.py",
          "--dry", "--diff"],
         cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
         env={**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1", "COLUMNS": "250"},
@@ -343,12 +344,7 @@ CAPTURED = REPO / "tests" / "fixtures" / "captured"
 
 
 def dry_run(tmp_path: Path, reading: str, data: dict, *flags: str) -> subprocess.CompletedProcess:
-    inventory = tmp_path / "inventory.py"
-    inventory.write_text(
-        f"reading = {reading!r}\n"
-        "hosts = [('@fake/host', {'fake_responses': {'section format': reading},"
-        f" 'fake_delay': 0, **{data!r}}})]\n"
-    )
+    inventory = fake_inventory(tmp_path, reading, data)
     return subprocess.run(
         [sys.executable, "-m", "pyinfra", str(inventory), "deploy.py", "--dry", *flags],
         cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
