@@ -63,3 +63,28 @@ def plan_firewalld(facts: HostFacts, s: Settings, out: Plan) -> None:
             "Upgrade Docker, or set firewalld_restart_old_docker: true and restart Docker after"
         )
         out.warnings.append(out.firewalld_restart_blocked)
+
+
+def check_config_refusal(found: str, cause: str | None = None) -> str:
+    """
+    What conntune says when ``firewall-cmd --check-config`` refuses firewalld's configuration
+    (``found``: the check's messages) on a run that would restart firewalld: ``cause`` is why
+    the restart was planned when the check runs beforehand (a dry run too), ``None`` when the
+    restart step's own check refused it (the configuration broke during the run). Either way
+    the restart is skipped, since firewalld would not start again; the conntrack values are
+    still set, so the table is never left undersized for a firewall problem; the host fails
+    until the configuration is fixed.
+    """
+    found = " ".join(found.split())[-300:]
+    if cause is not None:
+        return (
+            f"firewalld will not be restarted ({cause}): `firewall-cmd --check-config` fails "
+            f"({found}); a restart would leave the host without its firewall. conntune sets the "
+            "conntrack values without it and fails this host until firewalld's configuration "
+            "is fixed"
+        )
+    return (
+        f"firewalld not restarted: `firewall-cmd --check-config` fails ({found}); a restart "
+        "would leave the host without its firewall. The conntrack values are set; fix "
+        "firewalld's configuration and run again"
+    )

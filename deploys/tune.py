@@ -15,7 +15,9 @@ from pyinfra.context import ctx_host
 
 from conntune import paths
 from conntune.changes import Change, Kind, drift
+from conntune.facts.firewalld import FirewalldConfigProblems
 from conntune.facts.host import read_host
+from conntune.firewalld import check_config_refusal
 from conntune.hostfacts import HostFacts
 from conntune.operations import cake, conntrack, files, firewalld, guards
 from conntune.operations.hostlock import dead_here, lock_for
@@ -118,6 +120,14 @@ def tune() -> None:
         guards.require_root(name="Check for root", uid=facts.uid)
     changes = drift(facts, desired)
     cause = restart_cause(facts, desired, changes)
+    if cause is not None:
+        # checked before any change, so that a dry run fails as the run will; the table is
+        # still converged: a broken firewall configuration must not keep it undersized
+        problems = host.get_fact(FirewalldConfigProblems)
+        if problems:
+            logger.error(f"{host.print_prefix}conntune: {check_config_refusal(problems, cause)}")
+            _fails_here()
+            cause = None
     lock = _locks(facts, desired, changes, cause is not None, settings.conntune_lock_wait)
     conntrack.conntrack_live(
         name="Set live conntrack values",

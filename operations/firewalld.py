@@ -9,6 +9,8 @@ from pyinfra.api import FunctionCommand, StringCommand, operation
 
 from conntune.changes import live_changes
 from conntune.facts.host import forget_reading, read_host
+from conntune.facts.reading import host_facts, reading_command
+from conntune.firewalld import check_config_refusal
 from conntune.operations.commands import (
     CONFIG_INVALID,
     DOCKER_CHAINS,
@@ -71,18 +73,19 @@ def _restart_and_verify(
     state, host, sysctls, buckets, docker_chains: bool, flushes: bool, lock, how: dict
 ) -> bool:
     before = read_host(host)  # the reading this run planned from: the state to roll back to
+    restart = restart_firewalld()
+    if not flushes:
+        # the reading that verifies the restart rides in the same command (one SSH round trip
+        # fewer, so a first apply stays within six commands); its exit status is not the
+        # restart's, and an incomplete reading shows as differing values below
+        restart = StringCommand(restart, "&&", "{", "(", reading_command(), ");", "true;", "}")
     status, output = host.run_shell_command(
-        locked(restart_firewalld(), lock, release=False if flushes else None), **how
+        locked(restart, lock, release=False if flushes else None), **how
     )
     if not status and CONFIG_INVALID in output.stdout:
         # firewalld would not have started again: it was left running; the values are set
         # live and in the files, which is all a restart would have checked
-        found = output.stderr.strip()[-300:]
-        logger.error(
-            f"{host.print_prefix}conntune: firewalld not restarted: `firewall-cmd "
-            f"--check-config` fails ({found}); a restart would leave the host without its "
-            "firewall. The conntrack values are set; fix firewalld's configuration and run again"
-        )
+        logger.error(f"{host.print_prefix}conntune: {check_config_refusal(output.stderr)}")
         if lock is not None and flushes:  # the restart step kept the lease for later steps
             host.run_shell_command(release_command(lock), **how)
         return False
@@ -95,7 +98,7 @@ def _restart_and_verify(
         elif not host.run_shell_command(locked(live_command(sysctls, buckets), lock), **how)[0]:
             problem = "the live values could not be set again after the firewalld restart"
     if problem is None:
-        after = read_host(host, fresh=True)
+        after = read_host(host, fresh=True) if flushes else host_facts(output.stdout)
         if flushes:
             logger.warning(
                 f"{host.print_prefix}conntune: the firewalld restart flushed the conntrack table "

@@ -70,12 +70,34 @@ def test_dry_run_lists_every_change_and_changes_nothing(fleet):
         assert snapshot(vm) == before[vm.name]
 
 
+def test_a_dry_run_fails_the_host_whose_firewalld_config_would_not_restart(fleet):
+    lab, inventory, small, large = fleet
+    bad = "/etc/firewalld/zones/conntune-test-bad.xml"
+    small.ssh(f"printf '<zone><broken>' > {bad}")
+    try:
+        before = {vm.name: snapshot(vm) for vm in (small, large)}
+        result = lab.pyinfra(inventory, "deploy.py", "--dry", "--diff")
+        text = out(result)
+        assert result.returncode == 1, text  # as the run would: it sets the values, then fails
+        assert (
+            f"[bw-small] conntune: firewalld will not be restarted ({paths.MODPROBE_FILE} "
+            "changes): `firewall-cmd --check-config` fails (Error: PARSE_ERROR: " in text
+        ), text
+        assert "[bw-large] conntune: firewalld will not be restarted" not in text
+        for vm in (small, large):  # both hosts' changes are still shown
+            assert any(line.startswith(f"{MAX}: ") for line in changes_of(text, vm.name)), text
+            assert snapshot(vm) == before[vm.name]
+    finally:
+        small.ssh(f"rm -f {bad}")
+
+
 def test_apply_sizes_each_vm_by_its_ram(fleet):
     lab, inventory, small, large = fleet
     fw_before = {vm.name: firewalld_start(vm) for vm in (small, large)}
     result = lab.pyinfra(inventory, "deploy.py", "-y", "--debug")
     assert result.returncode == 0, out(result)
-    # a first apply: read, live values, files, CAKE, firewalld restart, its check
+    # a first apply: read, firewalld config check, live values, files, CAKE, firewalld restart
+    # with the reading that verifies it
     assert commands_per_host(out(result)) == {"bw-small": 6, "bw-large": 6}
     wanted = {}
     for vm in (small, large):

@@ -272,23 +272,77 @@ def test_failed_firewalld_restart_rolls_back_files_and_values(host1, tmp_path, f
 def test_an_invalid_firewalld_config_is_never_restarted_into(host1, tmp_path):
     fleet = host1
     fleet.ssh("host1", "printf '<zone><broken>' > /etc/firewalld/zones/conntune-test-bad.xml")
+    refused = (
+        "[host1] conntune: firewalld will not be restarted ({}): `firewall-cmd --check-config` "
+        "fails ("
+    )
     try:
+        before = snapshot(fleet, "host1")
+        # the dry run fails as the run will and still shows every change the run makes; -y (no
+        # change detection) fails it too. (A container plans no `on-change` restart: no module
+        # options file; its cause is the only difference, tests/unit/test_firewalld_check.py)
+        for args, restart, cause in [
+            (("--diff",), "always", "firewalld_restart: always"),
+            (("-y",), "always", "firewalld_restart: always"),
+        ]:
+            dry = run(fleet, tmp_path, "--dry", *args, firewalld_restart=restart)
+            text = output(dry)
+            assert dry.returncode == 1, (args, restart, text)
+            assert refused.format(cause) in text, text
+            assert "Error: PARSE_ERROR: " in text, text  # firewalld's own words
+            if "--diff" in args:
+                assert f"{UDP}: " in text, text  # the live values it still sets
+        assert snapshot(fleet, "host1") == before  # nothing changed, firewalld not restarted
         start = fleet.ssh("host1", "systemctl show -p ExecMainStartTimestampMonotonic firewalld")
         result = run(fleet, tmp_path, "-y", firewalld_restart="always")
         text = output(result)
         assert result.returncode == 1, text
-        assert (
-            "[host1] conntune: firewalld not restarted: `firewall-cmd --check-config` fails" in text
-        )
+        assert refused.format("firewalld_restart: always") in text, text
         after = fleet.ssh("host1", "systemctl show -p ExecMainStartTimestampMonotonic firewalld")
         assert after.stdout == start.stdout  # left running, never restarted
         assert (
             "ActiveState=active"
             in fleet.ssh("host1", "systemctl show -p ActiveState firewalld").stdout
         )
-        assert live(fleet, "host1", UDP) == 10  # the values were set before the restart step
+        assert live(fleet, "host1", UDP) == 10  # the table is converged all the same
     finally:
         fleet.ssh("host1", "rm -f /etc/firewalld/zones/conntune-test-bad.xml")
+    dry = run(fleet, tmp_path, "--dry", firewalld_restart="always")  # the check passes again
+    assert dry.returncode == 0, output(dry)
+    assert "will not be restarted" not in output(dry)
+
+
+# passes the first --check-config (the run's check before any change) and fails the next (the
+# restart step's own): firewalld's configuration broken by someone else during the run
+BROKEN_MID_RUN = """#!/bin/sh
+if [ "$1" = --check-config ]; then
+    n=$(cat /run/conntune-test-checks 2>/dev/null || echo 0)
+    echo $((n + 1)) > /run/conntune-test-checks
+    [ "$n" -ge 1 ] && { echo "Error: INVALID_ZONE: broken during the run" >&2; exit 1; }
+fi
+exec /usr/bin/firewall-cmd "$@"
+"""
+
+
+def test_a_firewalld_config_broken_during_the_run_is_never_restarted_into(host1, tmp_path):
+    fleet = host1
+    fleet.ssh("host1", "cat > /usr/local/bin/firewall-cmd && chmod +x /usr/local/bin/firewall-cmd "
+                       "&& rm -f /run/conntune-test-checks", input=BROKEN_MID_RUN)  # fmt: skip
+    try:
+        start = fleet.ssh("host1", "systemctl show -p ExecMainStartTimestampMonotonic firewalld")
+        result = run(fleet, tmp_path, "-y", firewalld_restart="always")
+        text = output(result)
+        assert result.returncode == 1, text
+        assert (
+            "[host1] conntune: firewalld not restarted: `firewall-cmd --check-config` fails "
+            "(Error: INVALID_ZONE: broken during the run)" in text
+        ), text
+        assert fleet.ssh("host1", "cat /run/conntune-test-checks").stdout.strip() == "2"
+        after = fleet.ssh("host1", "systemctl show -p ExecMainStartTimestampMonotonic firewalld")
+        assert after.stdout == start.stdout  # left running, never restarted
+        assert live(fleet, "host1", UDP) == 10
+    finally:
+        fleet.ssh("host1", "rm -f /usr/local/bin/firewall-cmd /run/conntune-test-checks")
 
 
 def test_later_sysctl_file_is_not_fought_unless_override(host1, tmp_path):
