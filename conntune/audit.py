@@ -11,7 +11,8 @@ Verdicts, worst first (``SEVERITY``):
   kubernetes#56903) or ``chaintoolong`` (a hash chain too long: too few buckets).
 - **at risk**: the table is filling (usage >= 75 %, node-exporter's mixin alert; "warning" >= 90 %,
   "critical" >= 95 %, Netdata's), ``early_drop`` > 0 (entries evicted to make room: the table
-  was full), or nf_conntrack will not load at the next boot (a module option it refuses).
+  was full), or nf_conntrack's module options break its next load (an option the kernel
+  refuses, or the hash size given twice).
 - **refused**: the host's settings are invalid.
 - **drift**: settings differ from the plan.
 - **ok**.
@@ -26,11 +27,13 @@ from dataclasses import asdict, dataclass, field
 
 from natsort import natsort_keygen
 
+from conntune.cake import SINGLE_INSTANCE_LIMIT_BIT
 from conntune.changes import Change, drift
-from conntune.conflicts import broken_module_options
+from conntune.conflicts import broken_module_options, install_repeats_options
 from conntune.hostfacts import HostFacts
 from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
+from conntune.units import format_rate
 
 AT_RISK = 75.0
 WARNING = 90.0
@@ -131,6 +134,16 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
     ]
     row.warnings = list(facts.unreadable)
     row.broken_config = [f"{line}: {line.problem}" for line in broken_module_options(facts)]
+    given = [
+        line
+        for line in facts.modprobe_lines
+        if line.directive == "options" and "hashsize" in line.parameters
+    ]
+    for install in install_repeats_options(facts) if given else []:
+        row.broken_config.append(
+            f"{install}: passes $CMDLINE_OPTS to a second modprobe that reads {given[0]} again: "
+            "the hash size reaches the kernel twice, which has crashed kernels (2045cdfa1b40)"
+        )
     row.sources = _sources(facts)
 
     changes: list[Change] = []
@@ -193,20 +206,29 @@ _DROPS = {
 
 def _since_change(facts: HostFacts, row: HostAudit) -> dict[str, int] | None:
     """
-    Each drop counter since conntune's last change of the live values. A counter below its
-    record means the host rebooted (or the kernel log wrapped) since: all of it is newer.
+    Each drop counter since conntune's last change of the live values. A boot id other than
+    the recorded one, or a counter below its record, means the host rebooted (or the kernel log
+    wrapped) since: all of it is newer.
     """
     baseline = facts.counters_at_change
     if baseline is None or facts.stats.source is None:
         return None
+    # the counters start at 0 at boot: after a reboot every count is newer than the change,
+    # even one that has climbed back above its record (the boot ids tell; records without one
+    # fall back to "below its record")
+    rebooted = None not in (facts.boot_id, facts.boot_id_at_change) and (
+        facts.boot_id != facts.boot_id_at_change
+    )
     since = {}
     for name in (*_DROPS, "early_drop"):
         now, then = getattr(row, name), baseline.get(name)
         if now is not None:
-            since[name] = now - then if then is not None and now >= then else now
+            newer = then is not None and now >= then and not rebooted
+            since[name] = now - then if newer else now
     then = facts.table_full_at_change
     lines = row.table_full_lines
-    since["table_full_lines"] = lines - then if then is not None and lines >= then else lines
+    newer = then is not None and lines >= then and not rebooted
+    since["table_full_lines"] = lines - then if newer else lines
     return since
 
 
@@ -249,7 +271,20 @@ def _verdict(row: HostAudit) -> tuple[str, str]:
             f"early_drop {early_drop}{when}: entries evicted to make room (the table was full)"
         )
     if row.broken_config:
-        risks.append("nf_conntrack will not load at the next boot: " + "; ".join(row.broken_config))
+        risks.append(
+            "nf_conntrack's module options break its next load (it fails, or the hash size is "
+            "given twice): " + "; ".join(row.broken_config)
+        )
+    shaped = row.qdisc_bandwidth_bit or 0
+    # a single CAKE above what one instance shapes, and not conntune's choice
+    # (cake_force_single_queue plans it): someone's recipe caps the host
+    if row.qdisc_kind == "cake" and shaped > SINGLE_INSTANCE_LIMIT_BIT and not row.qdisc_planned:
+        risks.append(
+            f"one CAKE instance shapes {row.qdisc_interface} at {format_rate(shaped)}: above "
+            f"{format_rate(SINGLE_INSTANCE_LIMIT_BIT)} it is CPU-bound and caps the host's "
+            "throughput below that (the blog's recipe on a fast NIC?); `tc qdisc del dev "
+            f"{row.qdisc_interface} root` restores the default"
+        )
     if risks:
         return AT_RISK_VERDICT, "; ".join(risks)
     unknown = "" if row.drop is not None else f"; drop counters unknown (install {STATS_PACKAGE})"

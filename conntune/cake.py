@@ -6,8 +6,8 @@ docs/kernel-facts.md §5, tc-cake(8), iproute2 tc/q_cake.c.
 
 from __future__ import annotations
 
-from conntune import cake_options
-from conntune.hostfacts import HostFacts
+from conntune import cake_options, paths
+from conntune.hostfacts import CAP_NET_ADMIN, HostFacts
 from conntune.plan import CakePlan, Plan
 from conntune.qdisc import Qdisc
 from conntune.settings import SettingError, Settings
@@ -101,6 +101,11 @@ def _tools_problem(facts: HostFacts) -> str | None:
         return (
             "the qdiscs are unreadable (`tc -j qdisc show` did not answer JSON): upgrade iproute2"
         )
+    if facts.capable(CAP_NET_ADMIN) is False:  # tc's netlink requests need it
+        return (
+            "this process has no CAP_NET_ADMIN, which tc needs to set a qdisc (a container "
+            "without it: set CAKE on the host, or add the capability)"
+        )
     return None
 
 
@@ -145,6 +150,14 @@ def plan_cake(facts: HostFacts, s: Settings, out: Plan, errors: list[SettingErro
                 f"({speed} Mbit/s): the queue will build in the NIC, not in CAKE"
             )
     elif speed is None:
+        if device is not None and device.placeholder_speed:
+            what = f"{device.kind} device" if device.kind else "virtual device (veth?)"
+            _skip(out, (
+                f"{iface} is a {what} on no NIC: the {device.speed_mbit} Mbit/s it reports is its "
+                "driver's fixed answer, not the rate of the link that carries its packets: set "
+                "cake_bandwidth to that rate, e.g. '100mbit'"
+            ))  # fmt: skip
+            return
         _skip(out, f"the link speed of {iface} is unknown (a virtual NIC?): set cake_bandwidth, "
                    "e.g. '1gbit'")  # fmt: skip
         return
@@ -197,4 +210,12 @@ def _kind(facts: HostFacts, s: Settings, out: Plan, iface: str, bandwidth: int) 
         f"one lock) and {missing}; set cake_bandwidth lower, or cake_force_single_queue: true "
         "to accept the cap",
     )
+    present = facts.root_qdisc(iface)
+    owned = facts.owned_files.get(paths.CAKE_UNIT_FILE) is not None
+    if present is not None and present.kind == "cake" and not owned:
+        out.warnings.append(
+            f"{iface} already has one CAKE instance as its root qdisc ({present.describe()}), "
+            "which caps the host's throughput at what one CPU shapes; conntune leaves qdiscs it "
+            f"did not set: `tc qdisc del dev {iface} root` restores the default"
+        )
     return None

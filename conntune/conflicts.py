@@ -125,3 +125,21 @@ def foreign_hashsize(facts: HostFacts) -> list[ModprobeLine]:
 def broken_module_options(facts: HostFacts) -> list[ModprobeLine]:
     """nf_conntrack options the kernel refuses: the module then fails to load at boot."""
     return [line for line in facts.modprobe_lines if line.problem]
+
+
+def install_repeats_options(facts: HostFacts) -> list[ModprobeLine]:
+    """
+    ``install nf_conntrack`` commands that pass ``$CMDLINE_OPTS`` to a second modprobe (the
+    Fedora/RHEL firewalld-sysctls.conf line). kmod gives the command every ``options`` value in
+    ``$CMDLINE_OPTS``, and the second modprobe reads the ``options`` lines again and adds them
+    (modprobe.d(5); libkmod-module.c, module_do_install_commands and module_options_concat):
+    each ``options nf_conntrack hashsize=`` then reaches the kernel twice. Shown with this very
+    line in the kmod patch "libkmod: introduce kmod_module_uniq_options()" (Wen Yang,
+    linux-modules, 2020-04-29): ``insmod nf_conntrack.ko hashsize=187500 hashsize=187500``,
+    the doubled parameter of 2045cdfa1b40's crash.
+    """
+    return [
+        line
+        for line in facts.modprobe_lines
+        if line.directive == "install" and "$CMDLINE_OPTS" in line.text
+    ]

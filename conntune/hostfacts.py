@@ -8,6 +8,7 @@ or not permitted); ``HostFacts.unreadable`` says which readings were missing and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from conntune.qdisc import Qdisc
@@ -15,6 +16,9 @@ from conntune.qdisc import Qdisc
 MAX_KEY = "net.netfilter.nf_conntrack_max"
 BUCKETS_KEY = "net.netfilter.nf_conntrack_buckets"
 COUNT_KEY = "net.netfilter.nf_conntrack_count"
+# include/uapi/linux/capability.h
+CAP_NET_ADMIN = 12
+CAP_SYS_MODULE = 16
 # The hash size module parameter: the one place the kernel calls the buckets "hashsize"
 HASHSIZE_PARAMETER = "/sys/module/nf_conntrack/parameters/hashsize"
 
@@ -35,6 +39,22 @@ class Interface:
     # a device on a bus (a NIC; sysfs "device" link), not a veth, tap, bridge or bond; None:
     # not in the reading (before conntune 0.3)
     physical: bool | None = None
+
+    @property
+    def placeholder_speed(self) -> bool:
+        """
+        Whether ``speed_mbit`` is a driver's fixed answer rather than a link rate: a device on
+        no bus and over no other device. tun/tap always say 10 Mbit/s (drivers/net/tun.c,
+        ``tun_get_link_ksettings``: ``SPEED_10``), veth 10 Gbit/s (drivers/net/veth.c,
+        ``veth_get_link_ksettings``: ``SPEED_10000``), whatever carries their packets. Bonds,
+        VLANs and macvlans derive theirs from the devices under them.
+        """
+        return (
+            self.speed_mbit is not None
+            and self.physical is False
+            and not self.lower
+            and self.kind != "bond"
+        )
 
 
 @dataclass(frozen=True)
@@ -117,18 +137,20 @@ class Firewalld:
         Whether ``systemctl restart firewalld`` unloads nf_conntrack (flushing every entry and
         putting the sysctls back to the kernel defaults). ``None`` when the version is unknown.
 
-        Before 1.0 firewalld unloads the modules it used on stop unless ``CleanupOnExit=no``;
-        1.0 added ``CleanupModulesOnExit``, default ``no`` (firewalld PR #721, issue #533;
-        measured: 0.9.3 unloads, 1.3.3 and 2.5.2 keep, 1.3.3 with ``=yes`` unloads).
+        Before 1.0 firewalld unloads the modules it used on stop unless ``CleanupOnExit=no``
+        (src/firewall/core/fw.py ``stop()`` at v0.9.3: the unload sits inside ``if
+        self.cleanup_on_exit``). 1.0 added ``CleanupModulesOnExit``, default ``no``, checked on
+        its own, whatever ``CleanupOnExit`` says (``stop()`` at v1.0.0 and since; firewalld PR
+        #721, issue #533; measured: 0.9.3 unloads, 1.3.3 and 2.5.2 keep, 1.3.3 with ``=yes``
+        unloads).
         """
         if not self.installed:
             return False
-        if self.cleanup_on_exit is False:
-            return False
-        if self.version is None:
-            return None
+        if self.version is None:  # keeps them only if it keeps them under either rule
+            keeps = self.cleanup_on_exit is False and not self.cleanup_modules_on_exit
+            return False if keeps else None
         if self.version < (1, 0):
-            return True
+            return self.cleanup_on_exit is not False
         return bool(self.cleanup_modules_on_exit)
 
 
@@ -192,6 +214,10 @@ class HostFacts:
     complete: bool = False
     format: int = 2
     uid: int | None = None
+    # the reading process's effective capabilities (CapEff of /proc/self/status) and the first
+    # line of its /proc/self/uid_map; None: not in the reading (before this section existed)
+    cap_eff: int | None = None
+    uid_map: tuple[int, int, int] | None = None
     kernel: str | None = None
     mem_bytes: int | None = None
     cpus: int | None = None
@@ -230,6 +256,10 @@ class HostFacts:
     # the counters and "table full" line count when conntune last changed the live values
     counters_at_change: ConntrackStats | None = None
     table_full_at_change: int | None = None
+    # /proc/sys/kernel/random/boot_id now and when the counters were recorded: a different one
+    # means the host rebooted since, so every counter now counts from after the change
+    boot_id: str | None = None
+    boot_id_at_change: str | None = None
     unreadable: list[str] = field(default_factory=list)
 
     @property
@@ -255,6 +285,56 @@ class HostFacts:
                 best = mount
         return best
 
+    @property
+    def kernel_version(self) -> tuple[int, int] | None:
+        """``(major, minor)`` of ``uname -r``; ``None`` when it does not start with them."""
+        match = re.match(r"(\d+)\.(\d+)", self.kernel or "")
+        return (int(match.group(1)), int(match.group(2))) if match else None
+
+    def capable(self, cap: int) -> bool | None:
+        """Whether the reading process holds capability ``cap`` (``CAP_*``); ``None``: unknown."""
+        return None if self.cap_eff is None else bool(self.cap_eff >> cap & 1)
+
+    @property
+    def in_user_namespace(self) -> bool | None:
+        """Whether the reading ran in a user namespace other than the initial one, whose
+        uid_map is the identity ``0 0 4294967295`` (user_namespaces(7)); ``None``: unknown."""
+        return None if self.uid_map is None else self.uid_map != (0, 0, 4294967295)
+
+    @property
+    def module_load_blocked(self) -> str | None:
+        """
+        Why modules cannot be loaded from here, or ``None``: loading needs CAP_SYS_MODULE in
+        the initial user namespace (kernel/module/main.c, may_init_module: ``capable()``), so
+        neither a user-namespaced container nor one without that capability can.
+        """
+        if self.in_user_namespace:
+            low, high, count = self.uid_map or (0, 0, 0)
+            return (
+                f"this is a user namespace (uid_map {low} {high} {count}): modules are loaded "
+                "by the host's root only"
+            )
+        if self.capable(CAP_SYS_MODULE) is False:
+            return "this process has no CAP_SYS_MODULE (a container without it)"
+        proc_sys = self.mount_covering("/proc/sys")
+        if self.cap_eff is None and proc_sys is not None and proc_sys.read_only:
+            # a reading without capabilities: only containers mount /proc/sys read-only
+            # (runc's readonlyPaths, systemd-nspawn, LXC proc:mixed), none with CAP_SYS_MODULE
+            return f"{proc_sys.mountpoint} is mounted read-only: a container"
+        return None
+
+    @property
+    def shares_host_network_namespace(self) -> bool | None:
+        """
+        Whether the reading ran in the host's (initial) network namespace: nf_conntrack
+        registers the ``net.nf_conntrack_max`` alias there only (nf_conntrack_standalone.c,
+        nf_conntrack_standalone_init: ``register_net_sysctl(&init_net, "net", ...)``).
+        ``None`` when nf_conntrack is not loaded (no alias either way).
+        """
+        if MAX_KEY not in self.sysctls:
+            return None
+        return "net.nf_conntrack_max" in self.sysctls
+
     def knob_writable(self, key: str) -> bool:
         """
         Whether root can write a ``net.*`` sysctl here. A knob that does not exist is never
@@ -264,6 +344,10 @@ class HostFacts:
         a read-only mount over /proc/sys or /proc/sys/net (containers) refuses every write.
         """
         if key not in self.sysctls:
+            return False
+        # a net.* sysctl is root-writable only with CAP_NET_ADMIN over its network namespace
+        # (net/sysctl_net.c, net_ctl_permissions)
+        if self.capable(CAP_NET_ADMIN) is False:
             return False
         path = "/proc/sys/" + key.replace(".", "/")
         mode = self.sysctl_modes.get(path)
@@ -301,10 +385,10 @@ class HostFacts:
         """
         A device's speed: what it reports, else for a bond the sum of its members that are up
         (the bonding driver's own rule, bond_main.c bond_ethtool_get_link_ksettings), and for a
-        VLAN its parent's.
+        VLAN its parent's. ``None`` when unknown, or only a placeholder (``placeholder_speed``).
         """
         interface = self.interfaces.get(name or "")
-        if interface is None:
+        if interface is None or interface.placeholder_speed:
             return None
         if interface.speed_mbit:
             return interface.speed_mbit

@@ -83,11 +83,13 @@ def check_host(facts: HostFacts) -> list[SettingError]:
     if facts.tools.sysctl is None:
         errors.append(SettingError("sysctl", "the sysctl command (procps) is not installed"))
     if not facts.conntrack_loaded and not facts.conntrack_loadable:
+        why = facts.module_load_blocked or "modprobe -n nf_conntrack fails"
         errors.append(
             SettingError(
                 "nf_conntrack",
-                "the module is not loaded and cannot be loaded here (modprobe -n nf_conntrack "
-                "fails): nothing to tune",
+                f"the module is not loaded and cannot be loaded here ({why}): nothing to tune "
+                "here; load nf_conntrack on the host (a container's table and timeouts exist "
+                "once the host's kernel has it)",
             )
         )
     if facts.etc_read_only:

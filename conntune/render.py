@@ -94,11 +94,22 @@ def plan_files(facts: HostFacts, out: Plan) -> None:
     # module files only where the table belongs to this kernel: in a container they set nothing
     host_kernel = out.buckets is not None or out.conntrack_max is not None or out.load_conntrack
     foreign = conflicts.foreign_hashsize(facts)
+    repeats = conflicts.install_repeats_options(facts)
     if out.buckets is not None and foreign:
         out.warnings.append(
             "another module option already sets nf_conntrack's hash size; conntune does not add "
             "a second one (hashsize given twice has crashed kernels, 2045cdfa1b40): "
             + "; ".join(map(str, foreign))
+        )
+        out.files[paths.MODPROBE_FILE] = None
+    elif out.buckets is not None and repeats:
+        kept = " and in its sysctl file" if BUCKETS_KEY in sysctl_values else ""
+        out.warnings.append(
+            f"{repeats[0]}: this install command passes $CMDLINE_OPTS to a second modprobe, which "
+            "reads the module options again, so an `options nf_conntrack hashsize=` line would "
+            "reach the kernel twice (which has crashed kernels, 2045cdfa1b40): conntune writes no "
+            f"module options file and sets the hash size live{kept}; to keep it at boot, add "
+            f"hashsize={out.buckets} to that install command"
         )
         out.files[paths.MODPROBE_FILE] = None
     elif out.buckets is not None:

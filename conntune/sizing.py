@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import math
 
-from conntune.hostfacts import BUCKETS_KEY, HASHSIZE_PARAMETER, MAX_KEY, HostFacts
+from conntune.hostfacts import (
+    BUCKETS_KEY,
+    CAP_NET_ADMIN,
+    HASHSIZE_PARAMETER,
+    MAX_KEY,
+    HostFacts,
+)
 from conntune.plan import Conflict, Plan
 from conntune.settings import SettingError, Settings
 from conntune.units import format_bytes
@@ -67,16 +73,30 @@ def live_ratio_explained(conntrack_max: int | None, buckets: int | None) -> str 
 def table_read_only(facts: HostFacts) -> str | None:
     """Why the table size cannot be set from this host, or ``None`` when it can."""
     if not facts.conntrack_loaded:
-        return None  # loaded by the plan; a host that can load modules is the host itself
+        return None  # loaded by the plan (check_host refuses where it cannot be loaded)
     if MAX_KEY not in facts.sysctls:
         return (
             "nf_conntrack_max does not exist in this network namespace (it belongs to a user "
             "namespace, e.g. an unprivileged or systemd-nspawn -U container): the table is "
             "sized by the host's kernel; size it on the host"
         )
+    old_kernel = facts.kernel_version is not None and facts.kernel_version < (5, 13)
+    if old_kernel and facts.shares_host_network_namespace is False and facts.knob_writable(MAX_KEY):
+        # before 5.13 the global knobs stayed 0644 in other network namespaces, and a write
+        # there sets the host's table (2671fa4dc010 made them 0444); the hash size refuses
+        # any namespace but the host's (nf_conntrack_set_hashsize: EOPNOTSUPP)
+        return (
+            "this is a network namespace other than the host's (no net.nf_conntrack_max "
+            "alias, which the kernel registers in the host's only): nf_conntrack_max here is "
+            "the host's table, writable from a container only on kernels before 5.13 "
+            "(2671fa4dc010), and the hash size cannot be set here at all: the table is sized "
+            "by the host's kernel; size it on the host"
+        )
     if not facts.knob_writable(MAX_KEY):
         mount = facts.mount_covering("/proc/sys/net/netfilter/nf_conntrack_max")
-        if mount is not None and mount.read_only:
+        if facts.capable(CAP_NET_ADMIN) is False:
+            why = "this process has no CAP_NET_ADMIN, which every net.* write needs"
+        elif mount is not None and mount.read_only:
             why = f"{mount.mountpoint} is mounted read-only"
         else:
             why = "0444 in a network namespace other than the host's, e.g. a container"

@@ -73,39 +73,83 @@ def sysctl_lines(text: str) -> list[SysctlLine]:
 # nf_ct_expect_hsize, uint, 0400)). A number parameter given without a value makes the module
 # load fail with EINVAL (kernel/params.c, parse_one: "!val && !(ops->flags & NOARG)").
 _NUMBER_PARAMETERS = ("hashsize", "expect_hashsize")
+_UINT_MAX = 2**32 - 1
+_DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
+
+
+def kernel_uint(text: str) -> int | None:
+    """
+    The number ``kstrtouint(text, 0, ...)`` reads (lib/kstrtox.c), as both parameters are
+    parsed (param_set_uint): an optional ``+``, then ``0x`` hex, ``0`` octal or decimal, one
+    trailing newline at most, at most UINT_MAX. ``None`` where the kernel says EINVAL/ERANGE.
+    """
+    digits = text[:-1] if text.endswith("\n") else text
+    digits = digits[1:] if digits.startswith("+") else digits
+    base = 10
+    if digits[:2].lower() == "0x" and digits[2:3] and digits[2] in _DIGITS[16]:
+        base, digits = 16, digits[2:]
+    elif digits.startswith("0"):
+        base = 8
+    if not digits or any(c not in _DIGITS[base] for c in digits):
+        return None
+    value = int(digits, base)
+    return value if value <= _UINT_MAX else None
 
 
 def _module_parameters(words: list[str]) -> tuple[dict[str, str | None], str | None]:
     """kmod passes the words after the module name to the kernel as they are."""
     parameters: dict[str, str | None] = {}
-    problems = []
+    refused = []  # what makes the kernel refuse the whole line
+    twice = []
     for word in words:
         name, sep, value = word.partition("=")
         value = value.strip('"') if sep else None
         if not name:
-            problems.append(f"'{word}' is not a parameter")
+            refused.append(f"'{word}' is not a parameter")
             continue
+        if name in parameters and name in _NUMBER_PARAMETERS:
+            twice.append(name)
         parameters[name] = value
-        if name in _NUMBER_PARAMETERS and not (value or "").isdigit():
-            problems.append(
+        if name in _NUMBER_PARAMETERS and kernel_uint(value or "") is None:
+            refused.append(
                 f"'{name}' has no number" + (f" ({word!r})" if sep else " (no '=N' attached)")
             )
-    if problems and any(w == "=" for w in words):
-        problems.append("spaces around '=' split it into separate words")
-    problem = None
-    if problems:
-        problem = (
-            "; ".join(problems)
+    if refused and any(w == "=" for w in words):
+        refused.append("spaces around '=' split it into separate words")
+    problems = []
+    if refused:
+        problems.append(
+            "; ".join(refused)
             + ": the kernel refuses the option and nf_conntrack fails to load (EINVAL)"
         )
-    return parameters, problem
+    for name in dict.fromkeys(twice):
+        problems.append(
+            f"'{name}' is given twice: the second resizes a table that is not set up yet, "
+            "which has crashed kernels (2045cdfa1b40)"
+        )
+    return parameters, "; ".join(problems) or None
+
+
+def _install_parameters(words: list[str]) -> tuple[dict[str, str | None], str | None]:
+    """
+    The nf_conntrack parameters an ``install`` command passes itself, e.g. ``install
+    nf_conntrack /sbin/modprobe --ignore-install nf_conntrack hashsize=131072 $CMDLINE_OPTS``:
+    the ``NAME=VALUE`` words after the command's own ``nf_conntrack`` word.
+    """
+    module = [i for i, word in enumerate(words) if word.replace("-", "_") == "nf_conntrack"]
+    if not module:
+        return {}, None
+    passed = [word for word in words[module[0] + 1 :] if "=" in word and word[0].isalpha()]
+    passed = [word for word in passed if word.partition("=")[0] in _NUMBER_PARAMETERS]
+    return _module_parameters(passed) if passed else ({}, None)
 
 
 def modprobe_lines(text: str) -> list[ModprobeLine]:
     """
     ``options``/``install``/``remove``/``softdep`` lines for nf_conntrack from ``grep -H -n``
     over modprobe.d files, in any spelling kmod accepts (``nf-conntrack`` equals
-    ``nf_conntrack``, modprobe.d(5)).
+    ``nf_conntrack``, modprobe.d(5)). An ``install`` line's parameters are those its command
+    passes to nf_conntrack itself.
     """
     found = []
     for path, lineno, line in _grep_lines(text):
@@ -114,7 +158,12 @@ def modprobe_lines(text: str) -> list[ModprobeLine]:
             continue
         if words[1].replace("-", "_") != "nf_conntrack":
             continue
-        parameters, problem = _module_parameters(words[2:]) if words[0] == "options" else ({}, None)
+        if words[0] == "options":
+            parameters, problem = _module_parameters(words[2:])
+        elif words[0] == "install":
+            parameters, problem = _install_parameters(words[2:])
+        else:
+            parameters, problem = {}, None
         found.append(ModprobeLine(path, lineno, line, words[0], parameters, problem))
     return found
 

@@ -272,3 +272,20 @@ def yes_no(text: str | None) -> bool | None:
     """firewalld.conf booleans: ``yes``/``true``/``no``/``false`` (any case); else ``None``."""
     value = (text or "").strip().lower()
     return {"yes": True, "true": True, "no": False, "false": False}.get(value)
+
+
+def caps(text: str) -> tuple[int | None, tuple[int, int, int] | None]:
+    """
+    The ``caps`` section: ``cap_eff=`` (CapEff of /proc/self/status, hex) and ``uid_map=``
+    (the first line of /proc/self/uid_map, three numbers). Each ``None`` when absent or odd.
+    """
+    values = key_values(text)
+    try:
+        cap_eff = int(values.get("cap_eff", ""), 16)
+    except ValueError:
+        cap_eff = None
+    numbers = values.get("uid_map", "").split()
+    uid_map = None
+    if len(numbers) == 3 and all(n.isdigit() for n in numbers):
+        uid_map = (int(numbers[0]), int(numbers[1]), int(numbers[2]))
+    return cap_eff, uid_map

@@ -131,6 +131,7 @@ def host_facts(text: str) -> HostFacts:
     unreadable = facts.unreadable
 
     facts.uid = parse.int_or_none(s.get("uid"))
+    facts.cap_eff, facts.uid_map = parse.caps(s.get("caps", ""))
     facts.kernel = (s.get("kernel") or "").strip() or None
     try:
         facts.mem_bytes = parse.meminfo_bytes(s.get("meminfo", ""))
@@ -175,13 +176,15 @@ def host_facts(text: str) -> HostFacts:
     loadable = (s.get("conntrack_loadable") or "").strip()
     if version == 1:
         loadable = parse.key_values(s.get("tools", "")).get("conntrack_loadable", "yes")
-    facts.conntrack_loadable = loadable != "no"
 
     if version == 1:
         facts.sysctl_modes, facts.mounts = sections.format1_modes(s)
     else:
         facts.sysctl_modes = parse.file_modes(s.get("modes", ""))
         facts.mounts = parse.mounts(s.get("mounts", ""))
+    # modprobe -n only finds the module file; loading it also needs the right to (the mounts
+    # and capabilities above say whether this is a container that has it)
+    facts.conntrack_loadable = loadable != "no" and facts.module_load_blocked is None
     facts.hashsize = parse.int_or_none(s.get("hashsize"))
     if facts.conntrack_loaded and facts.hashsize is None:
         unreadable.append(
@@ -229,9 +232,10 @@ def host_facts(text: str) -> HostFacts:
     facts.kube_proxy = neighbours.get("kube_proxy") == "yes"
     facts.cilium = neighbours.get("cilium") == "yes"
     facts.lease = sections.lease(s.get("lock", ""))
-    facts.counters_at_change, facts.table_full_at_change = sections.counters_at_change(
-        s.get("counters_at_change", "")
+    facts.counters_at_change, facts.table_full_at_change, facts.boot_id_at_change = (
+        sections.counters_at_change(s.get("counters_at_change", ""))
     )
+    facts.boot_id = (s.get("boot_id") or "").strip() or None
     facts.cake_unit_enabled = (s.get("cake_unit") or "").strip() == "enabled"
 
     for name, content in s.items():

@@ -32,6 +32,49 @@ conntrack_counters() {
   fi
 }
 
+# nf_conntrack's directives in the modprobe.d files given, as "path:line:text" (grep -H -n's
+# shape): a line ending in "\" continues on the next, joined as kmod joins them (modprobe.d(5);
+# libkmod-util.c, freadline_wrapped), numbered by its first line.
+modprobe_conf() {
+  for mc_file in "$@"; do
+    shift
+    [ -f "$mc_file" ] && [ -r "$mc_file" ] && set -- "$@" "$mc_file"
+  done
+  [ $# -gt 0 ] || return 0
+  awk '
+    function emit() {
+      if (tolower(line) ~ /^[ \t]*(options|install|remove|softdep)[ \t]+nf[-_]conntrack([ \t]|$)/)
+        print file ":" start ":" line
+      cont = 0
+    }
+    FNR == 1 && cont { emit() }
+    {
+      if (!cont) { file = FILENAME; start = FNR; line = "" }
+      line = line $0
+      if (line ~ /\\$/) { line = substr(line, 1, length(line) - 1); cont = 1; next }
+      emit()
+    }
+    END { if (cont) emit() }' "$@" 2>/dev/null
+}
+
+# CleanupOnExit= and CleanupModulesOnExit= of firewalld.conf on stdin, as firewalld reads them
+# (src/firewall/core/io/firewalld_conf.py, read()): "key = value" split on "=", both sides
+# stripped; comments, lines with another "=", empty values and repeats of a key are skipped,
+# so the first valid line of a key wins.
+firewalld_conf() {
+  awk -F= '
+    { sub(/^[ \t\r]+/, "") }
+    /^[#;]/ || NF != 2 { next }
+    {
+      k = $1; v = $2
+      gsub(/^[ \t\r]+|[ \t\r]+$/, "", k); gsub(/^[ \t\r]+|[ \t\r]+$/, "", v)
+      if (v != "" && !(k in seen)) seen[k] = v
+    }
+    END {
+      printf "cleanup_on_exit=%s\ncleanup_modules=%s\n", seen["CleanupOnExit"], seen["CleanupModulesOnExit"]
+    }'
+}
+
 # One line per network device: name, then key=value fields read from /sys/class/net.
 netdev() {
   for d in /sys/class/net/*; do
@@ -70,6 +113,9 @@ reading() {
   export LC_ALL=C PATH="$PATH:/usr/sbin:/sbin"
   section format; echo 2
   section uid; id -u
+  section caps
+  awk '/^CapEff:/ {print "cap_eff=" $2} FILENAME ~ /uid_map$/ && FNR == 1 {print "uid_map=" $1 " " $2 " " $3}' \
+    /proc/self/status /proc/self/uid_map 2>/dev/null
   section kernel; uname -r
   section meminfo; cat /proc/meminfo
   section nproc; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
@@ -122,9 +168,8 @@ reading() {
   section dmesg_readable; echo "$kmsg_readable"; kmsg=
   L=/lib; [ -L /lib ] && L=
   section modprobe_files
-  grep -H -n -i -E '^[[:space:]]*(options|install|remove|softdep)[[:space:]]+nf[-_]conntrack([[:space:]]|$)' \
-    /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/local/lib/modprobe.d/*.conf \
-    /usr/lib/modprobe.d/*.conf ${L:+$L/modprobe.d/*.conf} 2>/dev/null
+  modprobe_conf /etc/modprobe.d/*.conf /run/modprobe.d/*.conf /usr/local/lib/modprobe.d/*.conf \
+    /usr/lib/modprobe.d/*.conf ${L:+$L/modprobe.d/*.conf}
   section sysctl_files
   grep -H -n -E 'conntrack|netfilter' /etc/sysctl.conf /etc/sysctl.d/*.conf /run/sysctl.d/*.conf \
     /usr/local/lib/sysctl.d/*.conf /usr/lib/sysctl.d/*.conf ${L:+$L/sysctl.d/*.conf} 2>/dev/null
@@ -136,8 +181,11 @@ reading() {
   v=$(dpkg-query -W -f='${Version}' firewalld 2>/dev/null || rpm -q --qf '%{VERSION}' firewalld 2>/dev/null)
   [ -z "$v" ] && [ -n "$fw" ] && v=$(firewall-offline-cmd --version 2>/dev/null || firewall-cmd --version 2>/dev/null)
   printf 'version=%s\n' "$v"
-  printf 'cleanup_on_exit=%s\n' "$(sed -n 's/^[[:space:]]*CleanupOnExit[[:space:]]*=[[:space:]]*//p' /etc/firewalld/firewalld.conf 2>/dev/null | tail -n 1)"
-  printf 'cleanup_modules=%s\n' "$(sed -n 's/^[[:space:]]*CleanupModulesOnExit[[:space:]]*=[[:space:]]*//p' /etc/firewalld/firewalld.conf 2>/dev/null | tail -n 1)"
+  if [ -r /etc/firewalld/firewalld.conf ]; then
+    firewalld_conf < /etc/firewalld/firewalld.conf
+  else
+    printf 'cleanup_on_exit=\ncleanup_modules=\n'
+  fi
   section systemd; [ -d /run/systemd/system ] && echo yes
   section host
   printf 'etc_options=%s\n' "$(findmnt -n -o OPTIONS -T /etc 2>/dev/null)"
@@ -157,6 +205,7 @@ reading() {
   printf 'kube_proxy=%s\ncilium=%s\n' "$kube" "$cilium"
   section lock; cat /run/conntune/lease 2>/dev/null
   section counters_at_change; cat /var/lib/conntune/counters-at-change 2>/dev/null
+  section boot_id; IFS= read -r bid 2>/dev/null < /proc/sys/kernel/random/boot_id && echo "$bid"
   section cake_unit; systemctl is-enabled conntune-cake.service 2>/dev/null
   for f in /etc/sysctl.d/90-conntune.conf /etc/modprobe.d/conntune.conf \
            /etc/modules-load.d/conntune.conf /etc/systemd/system/conntune-cake.service \

@@ -110,13 +110,19 @@ def conntrack_stats(s: dict[str, str]) -> ConntrackStats:
     return ConntrackStats()
 
 
-def counters_at_change(text: str) -> tuple[ConntrackStats | None, int | None]:
-    """``paths.COUNTERS_FILE``: ``tablefull N``, then /proc/net/stat or ``conntrack -S`` text."""
+def counters_at_change(text: str) -> tuple[ConntrackStats | None, int | None, str | None]:
+    """
+    ``paths.COUNTERS_FILE``: ``tablefull N boot ID`` (older records lack ``boot ID``), then
+    /proc/net/stat or ``conntrack -S`` text. The counters, the table-full line count and the
+    boot id (/proc/sys/kernel/random/boot_id) at the change.
+    """
     first, _, rest = text.partition("\n")
-    if not first.startswith("tablefull "):
-        return None, None
+    words = first.split()
+    if not words or words[0] != "tablefull" or len(words) < 2:
+        return None, None, None
+    boot = words[3] if len(words) >= 4 and words[2] == "boot" else None
     stats = conntrack_stats({"stat": rest, "conntrack_S": rest})
-    return (stats if stats.source else None), parse.int_or_none(first.split()[1])
+    return (stats if stats.source else None), parse.int_or_none(words[1]), boot
 
 
 def lease(text: str) -> Lease:

@@ -59,8 +59,9 @@ def live_command(
 
 _TEMP = f"{paths.COUNTERS_FILE}.tmp"
 _RECORD = [
-    "mkdir", "-p", paths.STATE_DIR, "&&", "{", "printf", "'tablefull %s\\n'",
-    '"$(table_full_lines | wc -l)";', "cat", "/proc/net/stat/nf_conntrack", "2>/dev/null", "||",
+    "mkdir", "-p", paths.STATE_DIR, "&&", "{", "printf", "'tablefull %s boot %s\\n'",
+    '"$(table_full_lines | wc -l)"', '"$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)";',
+    "cat", "/proc/net/stat/nf_conntrack", "2>/dev/null", "||",
     "conntrack", "-S", "2>/dev/null;", "}", ">", _TEMP, "&&", "mv", "-f", _TEMP,
     paths.COUNTERS_FILE,
 ]  # fmt: skip

@@ -69,3 +69,30 @@ def test_the_refusal_names_the_cause_and_firewalld_words_on_one_line():
     assert "(Error: PARSE_ERROR: 'conntune-test-bad.xml': Unexpected element broken)" in said
     assert "\n" not in said
     assert check_config_refusal("Q" * 1000).count("Q") == 300  # a long complaint is cut
+
+
+@pytest.mark.parametrize(
+    ("version", "cleanup_on_exit", "cleanup_modules", "unloads"),
+    [  # src/firewall/core/fw.py stop(): v0.9.3 nests the unload in CleanupOnExit, v1.0.0+ not
+        ((0, 9, 3), None, None, True),
+        ((0, 9, 3), False, None, False),
+        ((0, 9, 3), None, False, True),  # 0.9 knows no CleanupModulesOnExit
+        ((1, 3, 3), None, None, False),
+        ((1, 3, 3), None, True, True),
+        ((1, 3, 3), False, True, True),  # the unload no longer depends on CleanupOnExit
+        ((2, 5, 2), True, False, False),
+        (None, None, None, None),
+        (None, False, None, False),  # keeps them whichever the version
+        (None, False, True, None),
+    ],
+)
+def test_which_firewalld_restarts_unload_nf_conntrack(
+    version, cleanup_on_exit, cleanup_modules, unloads
+):
+    from conntune.hostfacts import Firewalld
+
+    firewalld = Firewalld(
+        installed=True, version=version, cleanup_on_exit=cleanup_on_exit,
+        cleanup_modules_on_exit=cleanup_modules,
+    )  # fmt: skip
+    assert firewalld.restart_unloads_conntrack is unloads

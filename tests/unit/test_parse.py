@@ -391,3 +391,33 @@ def test_cake_with_every_option_as_trixie_reports_it():
     )  # fmt: skip
     assert [tin.name for tin in root.tins] == ["bulk", "besteffort", "video", "voice"]
     assert root.tins[3].sent_packets == 369 and root.tins[0].peak_delay_us == 608
+
+
+@pytest.mark.parametrize(
+    ("text", "number"),
+    [  # kstrtouint(text, 0): lib/kstrtox.c, as param_set_uint parses hashsize
+        ("262144", 262144), ("+262144", 262144), ("0x40000", 262144), ("0X40000", 262144),
+        ("010", 8), ("0", 0), ("4294967295", 4294967295), ("12\n", 12),
+        ("4294967296", None), ("-1", None), ("08", None), ("0x", None), ("", None),
+        ("1e3", None), ("262144 ", None), ("= 262144", None),
+    ],
+)  # fmt: skip
+def test_hash_sizes_are_read_as_the_kernel_reads_them(text, number):
+    from conntune.facts.config_lines import kernel_uint
+
+    assert kernel_uint(text) == number
+
+
+def test_the_record_of_counters_reads_with_and_without_a_boot_id():
+    from conntune.facts.sections import counters_at_change
+
+    stat = (Path(__file__).parents[1] / "fixtures" / "cases" / "insert-failed-no-drop"
+            / "conntrack-S.txt").read_text()  # fmt: skip
+    stats, lines, boot = counters_at_change(
+        "tablefull 3\n" + stat
+    )  # a record written before the boot id
+    assert (stats.get("insert_failed"), lines, boot) == (199, 3, None)
+    stats, lines, boot = counters_at_change("tablefull 0 boot 04c3e8eb-8c2e\n" + stat)
+    assert (stats.get("insert_failed"), lines, boot) == (199, 0, "04c3e8eb-8c2e")
+    assert counters_at_change("") == (None, None, None)
+    assert counters_at_change("tablefull\n") == (None, None, None)

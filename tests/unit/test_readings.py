@@ -78,7 +78,7 @@ EXPECTED: dict[str, dict] = {
             "does not add a second one",
         ],
         "verdict": "at risk",
-        "reason": ["will not load at the next boot", "nf_conntrack_hashsize.conf:1"],
+        "reason": ["module options break its next load", "nf_conntrack_hashsize.conf:1"],
     },
     "names-legacy-and-slashes": {
         "plan": {"conntrack_max": None, "buckets": 500224},
@@ -106,6 +106,24 @@ EXPECTED: dict[str, dict] = {
         "verdict": "dropping",
         "reason": ["drop 5", "insert_failed 5"],
         "audit": {"early_drop": 1878045, "chaintoolong": 0},
+    },
+    "drops-recorded-at-change-same-boot": {  # all 199 were there at the change: none since
+        "verdict": "drift",
+        "audit": {
+            "since_change": {"drop": 0, "insert_failed": 0, "early_drop": 0, "table_full_lines": 0}
+        },
+    },
+    "drops-recorded-at-change-after-reboot": {  # the boot id changed: every count is newer
+        "verdict": "dropping",
+        "reason": ["199 packets dropped at insert since conntune's last change"],
+        "audit": {
+            "since_change": {
+                "drop": 0,
+                "insert_failed": 199,
+                "early_drop": 0,
+                "table_full_lines": 0,
+            }
+        },
     },
     "drops-early-drop-only": {
         "verdict": "at risk",
@@ -177,6 +195,12 @@ EXPECTED: dict[str, dict] = {
         "plan": {"cake": None, "conntrack_max": 2097152},
         "warns": ["100gbit is above what one CAKE instance shapes", "no cake_mq"],
     },
+    "fast-nic-100g-single-cake-present": {
+        "plan": {"cake": None, "conntrack_max": 2097152},
+        "warns": ["eth0 already has one CAKE instance as its root qdisc (cake 100gbit"],
+        "verdict": "at risk",
+        "reason": ["one CAKE instance shapes eth0 at 100gbit", "tc qdisc del dev eth0 root"],
+    },
     "fast-nic-25g-cake-mq": {"plan": {"cake": ("eth0", "cake_mq", 25 * 10**9)}},
     # --- kind 9: firewalld that unloads nf_conntrack on restart
     "firewalld-restart-unloads-conntrack": {  # shared case firewalld-restart-unloads-conntrack
@@ -186,6 +210,60 @@ EXPECTED: dict[str, dict] = {
     "firewalld-1.3-cleanup-modules-yes": {
         "plan": {"firewalld_restart_flushes": False},
         "blocked": ["CleanupModulesOnExit=yes", "flushed"],
+    },
+    # --- unseen samples of the kinds above (a fresh reviewer's variants, 2026-11-30)
+    "containers-docker-host-network-6.18": {  # the host's table, but no CAP_NET_ADMIN
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 0, "cake": None},
+        "warns": [
+            "no CAP_NET_ADMIN, which every net.* write needs",
+            "no CAP_NET_ADMIN, which tc needs",
+        ],
+        "changes": [],
+        "verdict": "ok",
+    },
+    "containers-docker-net-admin-6.18": {
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 0},
+        "warns": ["/proc/sys is mounted read-only"],
+        "changes": [],
+    },
+    "containers-userns-conntrack-not-loaded": {
+        "refused": {"nf_conntrack": "this is a user namespace (uid_map 0 0 1)"},
+        "verdict": "refused",
+    },
+    "containers-docker-privileged-4.15": {  # max 0644 there, but it is the host's table
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15, "load_conntrack": False},
+        "not_files": {paths.MODPROBE_FILE, paths.MODULES_LOAD_FILE},
+        "warns": ["a network namespace other than the host's", "2671fa4dc010"],
+        "sysctl_file_lacks": [MAX, BUCKETS],
+    },
+    "firewalld-1.3-cleanup-on-exit-no-modules-yes": {
+        "plan": {"firewalld_restart_flushes": False},
+        "blocked": ["CleanupModulesOnExit=yes", "flushed"],
+    },
+    "cake-tun-default-route": {
+        "plan": {"cake": None, "conntrack_max": 32768},
+        "warns": ["tun0 is a tun device on no NIC", "driver's fixed answer", "set cake_bandwidth"],
+    },
+    "names-modprobe-install-hashsize": {
+        "plan": {"buckets": 32768},
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": ["does not add a second one", "firewalld-sysctls.conf:1: install nf_conntrack"],
+    },
+    "names-modprobe-install-cmdline-opts": {
+        "plan": {"buckets": 32768},
+        "not_files": {paths.MODPROBE_FILE},
+        "files": {paths.SYSCTL_FILE},
+        "warns": ["passes $CMDLINE_OPTS to a second modprobe", "add hashsize=32768 to that"],
+    },
+    "names-modprobe-hex-hashsize": {  # kstrtouint reads 0x40000: nothing broken
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": ["does not add a second one"],
+        "verdict": "drift",
+    },
+    "names-modprobe-hashsize-twice": {
+        "warns": ["'hashsize' is given twice", "2045cdfa1b40"],
+        "verdict": "at risk",
+        "reason": ["the hash size is given twice"],
     },
 }
 # the same hosts with other settings: (reading, settings, expected)
