@@ -29,7 +29,11 @@ from natsort import natsort_keygen
 
 from conntune.cake import SINGLE_INSTANCE_LIMIT_BIT
 from conntune.changes import Change, drift
-from conntune.conflicts import broken_module_options, install_repeats_options
+from conntune.conflicts import (
+    broken_module_options,
+    hashsize_given_twice,
+    install_repeats_options,
+)
 from conntune.hostfacts import HostFacts
 from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
@@ -144,6 +148,12 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
             f"{install}: passes $CMDLINE_OPTS to a second modprobe that reads {given[0]} again: "
             "the hash size reaches the kernel twice, which has crashed kernels (2045cdfa1b40)"
         )
+    twice = hashsize_given_twice(facts)
+    if twice:
+        row.broken_config.append(
+            "the hash size is set by " + " and ".join(map(str, twice)) + ": kmod passes all of "
+            "them at the next load, the doubled parameter that has crashed kernels (2045cdfa1b40)"
+        )
     row.sources = _sources(facts)
 
     changes: list[Change] = []
@@ -207,8 +217,8 @@ _DROPS = {
 def _since_change(facts: HostFacts, row: HostAudit) -> dict[str, int] | None:
     """
     Each drop counter since conntune's last change of the live values. A boot id other than
-    the recorded one, or a counter below its record, means the host rebooted (or the kernel log
-    wrapped) since: all of it is newer.
+    the recorded one, or any counter below its record, means they all started again since (a
+    reboot, nf_conntrack loaded again, the kernel log wrapped): all of each is newer.
     """
     baseline = facts.counters_at_change
     if baseline is None or facts.stats.source is None:
@@ -219,16 +229,21 @@ def _since_change(facts: HostFacts, row: HostAudit) -> dict[str, int] | None:
     rebooted = None not in (facts.boot_id, facts.boot_id_at_change) and (
         facts.boot_id != facts.boot_id_at_change
     )
+    names = (*_DROPS, "early_drop")
+    pairs = {name: (getattr(row, name), baseline.get(name)) for name in names}
+    # the counters are one per-CPU block, zeroed at boot and when nf_conntrack is loaded again
+    # (a firewalld restart that unloads it): one counter below its record means all restarted
+    reset = rebooted or any(
+        now is not None and then is not None and now < then for now, then in pairs.values()
+    )
     since = {}
-    for name in (*_DROPS, "early_drop"):
-        now, then = getattr(row, name), baseline.get(name)
+    for name, (now, then) in pairs.items():
         if now is not None:
-            newer = then is not None and now >= then and not rebooted
-            since[name] = now - then if newer else now
-    then = facts.table_full_at_change
-    lines = row.table_full_lines
-    newer = then is not None and lines >= then and not rebooted
-    since["table_full_lines"] = lines - then if newer else lines
+            since[name] = now - then if then is not None and not reset else now
+    # the kernel log is a ring of its own: it starts again at boot, or wraps
+    lines, then = row.table_full_lines, facts.table_full_at_change
+    fresh = rebooted or then is None or lines < then
+    since["table_full_lines"] = lines if fresh else lines - then
     return since
 
 

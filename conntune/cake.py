@@ -101,7 +101,12 @@ def _tools_problem(facts: HostFacts) -> str | None:
         return (
             "the qdiscs are unreadable (`tc -j qdisc show` did not answer JSON): upgrade iproute2"
         )
-    if facts.capable(CAP_NET_ADMIN) is False:  # tc's netlink requests need it
+    # tc's requests need CAP_NET_ADMIN over the network namespace's owner, root or not
+    # (net/core/rtnetlink.c and net/sched/sch_api.c: netlink_ns_capable)
+    userns = facts.userns_net_blocked(tc=True)
+    if userns is not None:
+        return f"{userns}: tc cannot set a qdisc here; set CAKE on the host"
+    if facts.capable(CAP_NET_ADMIN) is False:
         return (
             "this process has no CAP_NET_ADMIN, which tc needs to set a qdisc (a container "
             "without it: set CAKE on the host, or add the capability)"

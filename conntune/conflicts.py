@@ -143,3 +143,19 @@ def install_repeats_options(facts: HostFacts) -> list[ModprobeLine]:
         for line in facts.modprobe_lines
         if line.directive == "install" and "$CMDLINE_OPTS" in line.text
     ]
+
+
+def hashsize_given_twice(facts: HostFacts) -> list[ModprobeLine]:
+    """
+    The lines whose hash sizes all reach the kernel at nf_conntrack's next load, when that is
+    more than one: kmod joins every ``options`` line for the module and the kernel command
+    line's ``nf_conntrack.`` words into one parameter string (libkmod-module.c,
+    kmod_module_get_options), and an ``install`` command passes its own on top. A line that
+    repeats ``hashsize`` itself is a broken line (``ModprobeLine.problem``) instead.
+    """
+    given = [
+        line
+        for line in facts.modprobe_lines
+        if "hashsize" in line.parameters and line.directive in ("options", "cmdline", "install")
+    ]
+    return given if len(given) > 1 else []

@@ -292,8 +292,14 @@ class HostFacts:
         return (int(match.group(1)), int(match.group(2))) if match else None
 
     def capable(self, cap: int) -> bool | None:
-        """Whether the reading process holds capability ``cap`` (``CAP_*``); ``None``: unknown."""
-        return None if self.cap_eff is None else bool(self.cap_eff >> cap & 1)
+        """
+        Whether root here holds capability ``cap`` (``CAP_*``), as the reading process did;
+        ``None``: unknown, or the reading did not run as root (a run's writes do, with the
+        capabilities root gets, so a user's empty set says nothing about them).
+        """
+        if self.cap_eff is None or self.uid != 0:
+            return None
+        return bool(self.cap_eff >> cap & 1)
 
     @property
     def in_user_namespace(self) -> bool | None:
@@ -335,19 +341,38 @@ class HostFacts:
             return None
         return "net.nf_conntrack_max" in self.sysctls
 
+    def userns_net_blocked(self, tc: bool = False) -> str | None:
+        """
+        Why root here cannot write this network namespace's sysctls (``tc``: change its
+        qdiscs), or ``None``. A sysctl is written by the mode bits alone by the host's root, the
+        global root uid (fs/proc/proc_sysctl.c, test_perm), which a user namespace mapping 0 to
+        0 still is; any other root needs CAP_NET_ADMIN over the user namespace owning the network
+        namespace (net/sysctl_net.c, net_ctl_permissions), which it never has over the host's.
+        tc always needs that capability (netlink_ns_capable in rtnetlink and sch_api).
+        """
+        if not self.in_user_namespace:
+            return None
+        global_root = self.uid_map is not None and self.uid_map[:2] == (0, 0)
+        if self.shares_host_network_namespace and (tc or not global_root):
+            return (
+                "this is a user namespace in the host's network namespace (rootless Podman or "
+                "Docker with host networking): only the host's root may change it"
+            )
+        if not global_root and self.capable(CAP_NET_ADMIN) is False:
+            return "this user namespace's root has no CAP_NET_ADMIN"
+        return None
+
     def knob_writable(self, key: str) -> bool:
         """
         Whether root can write a ``net.*`` sysctl here. A knob that does not exist is never
-        writable. Outside the initial network namespace the kernel registers the table knobs
-        0444 (nf_conntrack_standalone.c, nf_conntrack_standalone_init_sysctl) and a user
-        namespace hides them altogether; root obeys those mode bits (proc_sys_permission); and
-        a read-only mount over /proc/sys or /proc/sys/net (containers) refuses every write.
+        writable, nor one of a network namespace a user namespace's root may not change
+        (``userns_net_blocked``). Outside the initial network namespace the kernel registers
+        the table knobs 0444 (nf_conntrack_standalone.c, nf_conntrack_standalone_init_sysctl)
+        and a user namespace hides them altogether; root obeys those mode bits
+        (proc_sys_permission); and a read-only mount over /proc/sys or /proc/sys/net
+        (containers) refuses every write.
         """
-        if key not in self.sysctls:
-            return False
-        # a net.* sysctl is root-writable only with CAP_NET_ADMIN over its network namespace
-        # (net/sysctl_net.c, net_ctl_permissions)
-        if self.capable(CAP_NET_ADMIN) is False:
+        if key not in self.sysctls or self.userns_net_blocked() is not None:
             return False
         path = "/proc/sys/" + key.replace(".", "/")
         mode = self.sysctl_modes.get(path)

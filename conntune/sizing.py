@@ -9,7 +9,6 @@ import math
 
 from conntune.hostfacts import (
     BUCKETS_KEY,
-    CAP_NET_ADMIN,
     HASHSIZE_PARAMETER,
     MAX_KEY,
     HostFacts,
@@ -53,8 +52,11 @@ def memory_worst_case(conntrack_max: int, buckets: int, objsize: int | None) -> 
     return conntrack_max * per_entry + buckets * BUCKET_BYTES
 
 
-def live_ratio_explained(conntrack_max: int | None, buckets: int | None) -> str | None:
-    """What the live max/buckets ratio says about how the table was sized."""
+def live_ratio_explained(
+    conntrack_max: int | None, buckets: int | None, kernel: tuple[int, int] | None = None
+) -> str | None:
+    """What the live max/buckets ratio says about how the table was sized (``kernel``: the
+    running kernel's version, when known: a default is named only where it is one)."""
     if not conntrack_max or not buckets:
         return None
     ratio = conntrack_max / buckets
@@ -63,6 +65,8 @@ def live_ratio_explained(conntrack_max: int | None, buckets: int | None) -> str 
         4: "the kernel default before 5.15 (max = 4 x buckets)",
         8: "max = 8 x hashsize: what a `hashsize=` module option sets at load",
     }
+    if kernel is not None:
+        del known[4 if kernel >= (5, 15) else 1]
     why = known.get(int(ratio)) if ratio.is_integer() else None
     return (
         f"live table: nf_conntrack_max {conntrack_max}, {buckets} buckets, "
@@ -94,8 +98,9 @@ def table_read_only(facts: HostFacts) -> str | None:
         )
     if not facts.knob_writable(MAX_KEY):
         mount = facts.mount_covering("/proc/sys/net/netfilter/nf_conntrack_max")
-        if facts.capable(CAP_NET_ADMIN) is False:
-            why = "this process has no CAP_NET_ADMIN, which every net.* write needs"
+        userns = facts.userns_net_blocked()
+        if userns is not None:
+            why = userns
         elif mount is not None and mount.read_only:
             why = f"{mount.mountpoint} is mounted read-only"
         else:
@@ -120,7 +125,7 @@ def plan_sizing(
         out.warnings.append(blocked)
         return
     live_max = facts.conntrack_max
-    explained = live_ratio_explained(live_max, facts.buckets)
+    explained = live_ratio_explained(live_max, facts.buckets, facts.kernel_version)
     if explained:
         out.reasons.append(explained)
     owner = conflicts.get(MAX_KEY)

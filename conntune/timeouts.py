@@ -6,7 +6,7 @@ take (a knob its kernel lacks, a read-only /proc/sys) and what another party kee
 from __future__ import annotations
 
 from conntune import paths, profiles
-from conntune.hostfacts import CAP_NET_ADMIN, HostFacts
+from conntune.hostfacts import HostFacts
 from conntune.plan import Conflict, Plan
 from conntune.settings import Settings
 
@@ -18,8 +18,9 @@ RUNTIME_SYSCTL_OPTIONS = (
 
 
 def read_only_reason(facts: HostFacts, key: str) -> str:
-    if facts.capable(CAP_NET_ADMIN) is False:
-        return "this process has no CAP_NET_ADMIN, which every net.* write needs"
+    userns = facts.userns_net_blocked()
+    if userns is not None:
+        return userns
     mount = facts.mount_covering("/proc/sys/" + key.replace(".", "/"))
     if mount is not None and mount.read_only:
         return f"{mount.mountpoint} is mounted read-only here (an unprivileged container?)"

@@ -74,6 +74,8 @@ def sysctl_lines(text: str) -> list[SysctlLine]:
 # load fail with EINVAL (kernel/params.c, parse_one: "!val && !(ops->flags & NOARG)").
 _NUMBER_PARAMETERS = ("hashsize", "expect_hashsize")
 _UINT_MAX = 2**32 - 1
+# nf_ct_alloc_hashtable refuses more slots than INT_MAX / sizeof(struct hlist_nulls_head)
+_MAX_HASH_SLOTS = (2**31 - 1) // 8
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
@@ -111,9 +113,15 @@ def _module_parameters(words: list[str]) -> tuple[dict[str, str | None], str | N
             twice.append(name)
         parameters[name] = value
         if name in _NUMBER_PARAMETERS and kernel_uint(value or "") is None:
-            refused.append(
-                f"'{name}' has no number" + (f" ({word!r})" if sep else " (no '=N' attached)")
-            )
+            if value:
+                refused.append(
+                    f"{word!r} is not a number the kernel reads (kstrtouint: decimal, 0x hex or "
+                    f"0 octal, at most {_UINT_MAX})"
+                )
+            else:
+                refused.append(
+                    f"'{name}' has no number" + (f" ({word!r})" if sep else " (no '=N' attached)")
+                )
     if refused and any(w == "=" for w in words):
         refused.append("spaces around '=' split it into separate words")
     problems = []
@@ -121,6 +129,13 @@ def _module_parameters(words: list[str]) -> tuple[dict[str, str | None], str | N
         problems.append(
             "; ".join(refused)
             + ": the kernel refuses the option and nf_conntrack fails to load (EINVAL)"
+        )
+    number = kernel_uint(parameters.get("hashsize") or "")
+    if number is not None and number > _MAX_HASH_SLOTS:
+        problems.append(
+            f"'hashsize={number}' is more buckets than the kernel allocates (nf_conntrack_core.c, "
+            f"nf_ct_alloc_hashtable: at most INT_MAX / 8 = {_MAX_HASH_SLOTS} slots, UINT_MAX / 8 "
+            "on kernels without that fix): nf_conntrack fails to load (ENOMEM)"
         )
     for name in dict.fromkeys(twice):
         problems.append(

@@ -146,3 +146,12 @@ def test_the_caps_section_on_debian_11_and_sid_kernels(path):
 
 def test_caps_were_captured_on_two_more_kernels():
     assert {path.name.split("-")[1][:4] for path in VM_CAPS} == {"5.10", "7.2."}
+
+
+def test_a_reading_not_run_as_root_says_nothing_of_root_capabilities():
+    # a user's CapEff is empty; the run's writes go through sudo as root, with root's set
+    text = (CAPTURED / "container-6.18-caps" / "host.txt").read_text()
+    facts = host_facts(text.replace("@@conntune:uid\n0\n", "@@conntune:uid\n1000\n"))
+    assert facts.uid == 1000
+    assert facts.capable(12) is None
+    assert facts.knob_writable("net.netfilter.nf_conntrack_udp_timeout") is True

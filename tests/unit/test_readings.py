@@ -125,6 +125,17 @@ EXPECTED: dict[str, dict] = {
             }
         },
     },
+    "drops-recorded-at-change-module-reloaded": {  # drop fell below its record: all newer
+        "verdict": "dropping",
+        "audit": {
+            "since_change": {
+                "drop": 0,
+                "insert_failed": 199,
+                "early_drop": 0,
+                "table_full_lines": 0,
+            }
+        },
+    },
     "drops-early-drop-only": {
         "verdict": "at risk",
         "reason": ["early_drop 42"],
@@ -214,10 +225,7 @@ EXPECTED: dict[str, dict] = {
     # --- unseen samples of the kinds above (a fresh reviewer's variants, 2026-11-30)
     "containers-docker-host-network-6.18": {  # the host's table, but no CAP_NET_ADMIN
         "plan": {"conntrack_max": None, "buckets": None, "timeouts": 0, "cake": None},
-        "warns": [
-            "no CAP_NET_ADMIN, which every net.* write needs",
-            "no CAP_NET_ADMIN, which tc needs",
-        ],
+        "warns": ["/proc/sys is mounted read-only", "no CAP_NET_ADMIN, which tc needs"],
         "changes": [],
         "verdict": "ok",
     },
@@ -229,6 +237,15 @@ EXPECTED: dict[str, dict] = {
     "containers-userns-conntrack-not-loaded": {
         "refused": {"nf_conntrack": "this is a user namespace (uid_map 0 0 1)"},
         "verdict": "refused",
+    },
+    "containers-userns-root-mapped-host-network-6.18": {  # uid 0 is the global root still
+        "plan": {"conntrack_max": 1048576, "buckets": 1048576, "cake": None},
+        "warns": ["tc cannot set a qdisc here"],
+    },
+    "containers-rootless-host-network-6.18": {
+        "plan": {"conntrack_max": None, "buckets": None, "timeouts": 0, "cake": None},
+        "warns": ["a user namespace in the host's network namespace", "only the host's root"],
+        "changes": [],
     },
     "containers-docker-privileged-4.15": {  # max 0644 there, but it is the host's table
         "plan": {"conntrack_max": None, "buckets": None, "timeouts": 15, "load_conntrack": False},
@@ -259,6 +276,16 @@ EXPECTED: dict[str, dict] = {
         "not_files": {paths.MODPROBE_FILE},
         "warns": ["does not add a second one"],
         "verdict": "drift",
+    },
+    "names-modprobe-two-files-two-hash-sizes": {
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": ["hash size is set in more than one place", "b.conf:3"],
+        "verdict": "at risk",
+        "reason": ["the hash size is set by /etc/modprobe.d/a.conf:1"],
+    },
+    "names-modprobe-hashsize-too-large": {
+        "warns": ["more buckets than the kernel allocates", "ENOMEM"],
+        "verdict": "at risk",
     },
     "names-modprobe-hashsize-twice": {
         "warns": ["'hashsize' is given twice", "2045cdfa1b40"],
