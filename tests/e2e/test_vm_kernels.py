@@ -56,9 +56,12 @@ SUITES = {
     "bookworm": Suite("bookworm-1g", "bookworm+trixie"),
     # virtio NIC without a speed: CAKE needs a rate
     "trixie": Suite("trixie", "bookworm+trixie", {"cake_bandwidth": "100mbit"}),
-    # qemu's user-net NIC has one queue: CAKE on the guest's 4-queue veth v0 (10000 Mbit/s by
-    # veth's ethtool): above one CAKE instance's reach, so cake_mq, one instance per TX queue
-    "sid": Suite("sid", "bullseye+sid", {"cake_interface": "v0"}, reboot=True),
+    # qemu's user-net NIC has one queue: CAKE on the guest's 4-queue veth v0 at 10gbit (a
+    # veth's 10000 Mbit/s is its driver's fixed answer, so the rate is given): above one CAKE
+    # instance's reach, so cake_mq, one instance per TX queue
+    "sid": Suite(
+        "sid", "bullseye+sid", {"cake_interface": "v0", "cake_bandwidth": "10gbit"}, reboot=True
+    ),
 }
 
 # A veth pair with 4 TX/RX queues in the sid guest, created by a oneshot unit so it is there
