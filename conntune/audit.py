@@ -29,11 +29,7 @@ from natsort import natsort_keygen
 
 from conntune.cake import SINGLE_INSTANCE_LIMIT_BIT
 from conntune.changes import Change, drift
-from conntune.conflicts import (
-    broken_module_options,
-    hashsize_given_twice,
-    install_repeats_options,
-)
+from conntune.conflicts import broken_module_options, hashsize_doubled
 from conntune.hostfacts import HostFacts
 from conntune.policy import plan
 from conntune.settings import InvalidSettings, settings_from_data
@@ -138,22 +134,10 @@ def audit_host(host: str, facts: HostFacts, data: dict) -> HostAudit:
     ]
     row.warnings = list(facts.unreadable)
     row.broken_config = [f"{line}: {line.problem}" for line in broken_module_options(facts)]
-    given = [
-        line
-        for line in facts.modprobe_lines
-        if line.directive == "options" and "hashsize" in line.parameters
+    row.broken_config += [
+        f"{why}: the hash size reaches the kernel twice, which has crashed kernels (2045cdfa1b40)"
+        for why in hashsize_doubled(facts)
     ]
-    for install in install_repeats_options(facts) if given else []:
-        row.broken_config.append(
-            f"{install}: passes $CMDLINE_OPTS to a second modprobe that reads {given[0]} again: "
-            "the hash size reaches the kernel twice, which has crashed kernels (2045cdfa1b40)"
-        )
-    twice = hashsize_given_twice(facts)
-    if twice:
-        row.broken_config.append(
-            "the hash size is set by " + " and ".join(map(str, twice)) + ": kmod passes all of "
-            "them at the next load, the doubled parameter that has crashed kernels (2045cdfa1b40)"
-        )
     row.sources = _sources(facts)
 
     changes: list[Change] = []

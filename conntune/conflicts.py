@@ -145,12 +145,13 @@ def install_repeats_options(facts: HostFacts) -> list[ModprobeLine]:
     ]
 
 
-def hashsize_given_twice(facts: HostFacts) -> list[ModprobeLine]:
+def hashsize_doubled(facts: HostFacts) -> list[str]:
     """
-    The lines whose hash sizes all reach the kernel at nf_conntrack's next load, when that is
-    more than one: kmod joins every ``options`` line for the module and the kernel command
-    line's ``nf_conntrack.`` words into one parameter string (libkmod-module.c,
-    kmod_module_get_options), and an ``install`` command passes its own on top. A line that
+    How the hash size reaches the kernel more than once at nf_conntrack's next load, one text
+    per way (empty when it does not): kmod joins every ``options`` line for the module and the
+    kernel command line's ``nf_conntrack.`` words into one parameter string (libkmod-module.c,
+    kmod_module_get_options), an ``install`` command passes its own on top, and one passing
+    ``$CMDLINE_OPTS`` makes them all reach it twice (``install_repeats_options``). A line that
     repeats ``hashsize`` itself is a broken line (``ModprobeLine.problem``) instead.
     """
     given = [
@@ -158,4 +159,15 @@ def hashsize_given_twice(facts: HostFacts) -> list[ModprobeLine]:
         for line in facts.modprobe_lines
         if "hashsize" in line.parameters and line.directive in ("options", "cmdline", "install")
     ]
-    return given if len(given) > 1 else []
+    doubled = []
+    if len(given) > 1:
+        doubled.append(
+            "the hash size is set by " + " and ".join(map(str, given)) + ": kmod passes all of "
+            "them at the next load"
+        )
+    passed = [line for line in given if line.directive != "install"]
+    for install in install_repeats_options(facts) if passed else []:
+        doubled.append(
+            f"{install}: passes $CMDLINE_OPTS to a second modprobe that reads {passed[0]} again"
+        )
+    return doubled

@@ -70,12 +70,12 @@ def _explain_conflicts(facts: HostFacts, out: Plan, found: dict) -> None:
         out.warnings.append(f"{line.path}:{line.lineno} sets {line.key} too; conntune's file wins")
     for line in conflicts.broken_module_options(facts):
         out.warnings.append(f"broken module option, {line}: {line.problem}")
-    twice = conflicts.hashsize_given_twice(facts)
-    if twice:
+    doubled = conflicts.hashsize_doubled(facts)
+    if doubled:
         out.warnings.append(
             "nf_conntrack's hash size is set in more than one place, and kmod passes all of them "
             "at the next load (the doubled parameter that has crashed kernels, 2045cdfa1b40): "
-            + "; ".join(map(str, twice))
+            + "; ".join(doubled)
             + ". Keep one"
         )
     for line in conflicts.legacy_lines_without_effect(facts):

@@ -29,6 +29,8 @@ EST = "net.netfilter.nf_conntrack_tcp_timeout_established"
 
 # reading -> what is right: plan fields (exact), words some warning must hold, the audit verdict
 # and words its reason must hold, the settings used (default: none)
+# the public insert-failed case's 199 counted since conntune's change (a reboot or a reload since)
+ALL_199_SINCE_CHANGE = {"drop": 0, "insert_failed": 199, "early_drop": 0, "table_full_lines": 0}
 EXPECTED: dict[str, dict] = {
     # --- kind 1: containers of every kind
     "containers-userns-container": {  # shared case userns-container
@@ -116,25 +118,11 @@ EXPECTED: dict[str, dict] = {
     "drops-recorded-at-change-after-reboot": {  # the boot id changed: every count is newer
         "verdict": "dropping",
         "reason": ["199 packets dropped at insert since conntune's last change"],
-        "audit": {
-            "since_change": {
-                "drop": 0,
-                "insert_failed": 199,
-                "early_drop": 0,
-                "table_full_lines": 0,
-            }
-        },
+        "audit": {"since_change": ALL_199_SINCE_CHANGE},
     },
     "drops-recorded-at-change-module-reloaded": {  # drop fell below its record: all newer
         "verdict": "dropping",
-        "audit": {
-            "since_change": {
-                "drop": 0,
-                "insert_failed": 199,
-                "early_drop": 0,
-                "table_full_lines": 0,
-            }
-        },
+        "audit": {"since_change": ALL_199_SINCE_CHANGE},
     },
     "drops-early-drop-only": {
         "verdict": "at risk",
@@ -286,6 +274,16 @@ EXPECTED: dict[str, dict] = {
     "names-modprobe-hashsize-too-large": {
         "warns": ["more buckets than the kernel allocates", "ENOMEM"],
         "verdict": "at risk",
+    },
+    "names-modprobe-install-and-options": {
+        "not_files": {paths.MODPROBE_FILE},
+        "warns": ["hash size is set in more than one place", "passes $CMDLINE_OPTS"],
+        "verdict": "at risk",
+        "reason": [
+            "passes $CMDLINE_OPTS to a second modprobe that reads "
+            "/etc/modprobe.d/nf_conntrack.conf:1",
+            "reaches the kernel twice",
+        ],
     },
     "names-modprobe-hashsize-twice": {
         "warns": ["'hashsize' is given twice", "2045cdfa1b40"],
